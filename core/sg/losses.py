@@ -48,7 +48,8 @@ def sg_rl_loss(logits: torch.Tensor, targets: torch.Tensor, soft: torch.Tensor) 
     """
     log_probs = F.log_softmax(logits, dim=1)
     target_probs = soft.to(log_probs.dtype)[targets]
-    return F.kl_div(log_probs, target_probs, reduction="mean")
+    # Written as sum / (B·N) rather than reduction="mean", which PyTorch has announced will change.
+    return F.kl_div(log_probs, target_probs, reduction="sum") / logits.numel()
 
 
 def adjust_teacher_logits(teacher_logits: torch.Tensor, inter_sim: torch.Tensor) -> torch.Tensor:
