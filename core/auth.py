@@ -1,0 +1,44 @@
+"""Who may do what. Service functions in ``core/`` call ``require(actor, permission)`` first, so a
+page that shows a button by mistake still gets a refusal."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.i18n import UserError
+
+ROLES = ("expert", "reviewer", "supervisor", "admin")
+
+# permission -> roles that hold it (DESIGN.md "Who uses it"). Supervisors read everything.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "read": frozenset(ROLES),
+    "label.propose": frozenset({"expert", "reviewer", "admin"}),
+    "label.alias": frozenset({"expert", "reviewer", "admin"}),
+    "label.review": frozenset({"reviewer", "admin"}),        # approve / reject / merge / rename / retire
+    "glossary.edit": frozenset({"reviewer", "admin"}),
+    "image.upload": frozenset({"expert", "reviewer", "admin"}),
+    "image.manage": frozenset({"reviewer", "admin"}),        # move / delete
+    "train.request": frozenset({"expert", "reviewer", "admin"}),
+    "job.cancel": frozenset({"admin", "expert", "reviewer"}),
+    "report.export": frozenset({"supervisor", "admin", "reviewer", "expert"}),
+    "audit.read": frozenset({"supervisor", "admin"}),
+    "settings.edit": frozenset({"admin"}),
+    "user.manage": frozenset({"admin"}),
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    username: str
+    role: str
+
+    def can(self, permission: str) -> bool:
+        return self.role in PERMISSIONS[permission]
+
+
+SYSTEM = Actor("system", "admin")
+
+
+def require(actor: Actor, permission: str) -> None:
+    if not actor.can(permission):
+        roles = ", ".join(r for r in ROLES if r in PERMISSIONS[permission])
+        raise UserError("err.forbidden", action=permission, roles=roles)

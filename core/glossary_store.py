@@ -1,0 +1,183 @@
+"""The live glossary lives in SQLite (``glossary_entries``); the ``glossary`` package stays pure text.
+
+This module converts rows <-> ``GlossaryEntry``, seeds the starter glossary on first start, saves
+edits with optimistic versioning and previews/applies CSV imports. The derived lookup index is
+rebuilt only when the table changes (a revision counter in ``settings``).
+"""
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import asdict, dataclass, field
+
+from core.auth import Actor, require
+from core.i18n import UserError, register
+from core.store import Store, now_iso
+from glossary import Glossary, GlossaryCSVError, GlossaryEntry
+
+register({
+    "glossary.entry": {"ja": "用語集の項目", "en": "Glossary entry"},
+    "glossary.csv_error": {"ja": "CSV の {row} 行目: {reason}", "en": "CSV row {row}: {reason}"},
+    "glossary.id_exists": {"ja": "用語 ID「{id}」は既に存在します。", "en": "Glossary id '{id}' already exists."},
+    "glossary.empty_field": {"ja": "「{field}」は必須です。", "en": "'{field}' is required."},
+})
+
+_FIELDS = ("canonical", "reading", "en", "embed_text", "aliases", "distinct_from", "notes", "status")
+_cache_lock = threading.Lock()
+_cache: dict[str, tuple[int, Glossary]] = {}
+
+
+def _entry_from_row(row: dict) -> GlossaryEntry:
+    return GlossaryEntry(
+        id=row["id"], canonical=row["canonical"], reading=row["reading"], en=row["en"],
+        embed_text=row["embed_text"], aliases=[a for a in row["aliases"].split("|") if a],
+        distinct_from=[d for d in row["distinct_from"].split("|") if d], notes=row["notes"],
+        status=row["status"],
+    )
+
+
+def _row_from_entry(entry: GlossaryEntry) -> dict:
+    return {
+        "id": entry.id, "canonical": entry.canonical, "reading": entry.reading or "", "en": entry.en or "",
+        "embed_text": entry.embed_text or "", "aliases": "|".join(entry.aliases),
+        "distinct_from": "|".join(entry.distinct_from), "notes": entry.notes or "",
+        "status": entry.status or "approved",
+    }
+
+
+def _revision(store: Store) -> int:
+    return int(store.get_setting("glossary_revision", 0))
+
+
+def _bump_revision(store: Store) -> None:
+    store.execute(
+        "INSERT INTO settings (key, value, updated_by, updated_at) VALUES ('glossary_revision', '1', 'system', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1", (now_iso(),))
+
+
+def seed_if_empty(store: Store) -> int:
+    """Load the starter glossary into an empty table; returns the number of entries added."""
+    from glossary import starter_path
+
+    with store.transaction():
+        if store.query_one("SELECT 1 AS x FROM glossary_entries LIMIT 1"):
+            return 0
+        starter = Glossary.from_csv(starter_path())
+        for entry in starter.entries:
+            row = _row_from_entry(entry) | {"version": 1, "updated_by": "system", "updated_at": now_iso()}
+            store.db["glossary_entries"].insert(row)
+        _bump_revision(store)
+        store.audit("system", "glossary.seed", "glossary", None, entries=len(starter.entries))
+        return len(starter.entries)
+
+
+def load_glossary(store: Store) -> Glossary:
+    """The current glossary (cached per database until an edit bumps the revision)."""
+    seed_if_empty(store)
+    key = str(store.path)
+    revision = _revision(store)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit and hit[0] == revision:
+            return hit[1]
+    rows = store.query("SELECT * FROM glossary_entries ORDER BY rowid")
+    glossary = Glossary([_entry_from_row(r) for r in rows])
+    with _cache_lock:
+        _cache[key] = (revision, glossary)
+    return glossary
+
+
+def entry_rows(store: Store) -> list[dict]:
+    seed_if_empty(store)
+    return store.query("SELECT * FROM glossary_entries ORDER BY rowid")
+
+
+def get_entry_row(store: Store, entry_id: str) -> dict:
+    row = store.query_one("SELECT * FROM glossary_entries WHERE id = ?", (entry_id,))
+    if row is None:
+        raise UserError("err.not_found", what="glossary entry", id=entry_id)
+    return row
+
+
+def save_entry(store: Store, actor: Actor, entry: GlossaryEntry, expected_version: int | None = None,
+               *, create: bool = False) -> dict:
+    """Create or update one entry. ``expected_version`` refuses a save over someone else's edit."""
+    # Experts may add a new (draft) entry while proposing a label; changing entries is a reviewer's job.
+    require(actor, "label.propose" if create else "glossary.edit")
+    for name in ("id", "canonical"):
+        if not getattr(entry, name).strip():
+            raise UserError("glossary.empty_field", field=name)
+    row = _row_from_entry(entry)
+    with store.transaction():
+        current = store.query_one("SELECT * FROM glossary_entries WHERE id = ?", (entry.id,))
+        if create:
+            if current is not None:
+                raise UserError("glossary.id_exists", id=entry.id)
+            store.db["glossary_entries"].insert(row | {"version": 1, "updated_by": actor.username,
+                                                       "updated_at": now_iso()})
+            store.audit(actor.username, "glossary.create", "glossary", entry.id, **row)
+        else:
+            if current is None:
+                raise UserError("err.not_found", what="glossary entry", id=entry.id)
+            if expected_version is not None and current["version"] != expected_version:
+                raise UserError("err.stale_version", what=entry.id, yours=expected_version,
+                                current=current["version"])
+            changes = {k: [current[k], row[k]] for k in _FIELDS if current[k] != row[k]}
+            store.db["glossary_entries"].update(entry.id, row | {
+                "version": current["version"] + 1, "updated_by": actor.username, "updated_at": now_iso()})
+            store.audit(actor.username, "glossary.update", "glossary", entry.id, changes=changes)
+        _bump_revision(store)
+    return get_entry_row(store, entry.id)
+
+
+@dataclass
+class ImportPreview:
+    added: list[GlossaryEntry] = field(default_factory=list)
+    changed: list[tuple[dict, GlossaryEntry]] = field(default_factory=list)   # (current row, new entry)
+    unchanged: int = 0
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.added or self.changed)
+
+
+def preview_import(store: Store, data: bytes) -> ImportPreview:
+    """What importing this CSV would add or change (nothing is deleted by an import)."""
+    try:
+        incoming = Glossary.from_csv(io.BytesIO(data))
+    except GlossaryCSVError as err:
+        raise UserError("glossary.csv_error", row=err.row, reason=err.reason) from err
+    current = {r["id"]: r for r in entry_rows(store)}
+    preview = ImportPreview()
+    for entry in incoming.entries:
+        row = current.get(entry.id)
+        if row is None:
+            preview.added.append(entry)
+        elif any(row[k] != v for k, v in _row_from_entry(entry).items() if k != "id"):
+            preview.changed.append((row, entry))
+        else:
+            preview.unchanged += 1
+    return preview
+
+
+def apply_import(store: Store, actor: Actor, data: bytes) -> ImportPreview:
+    require(actor, "glossary.edit")
+    preview = preview_import(store, data)
+    with store.transaction():
+        for entry in preview.added:
+            save_entry(store, actor, entry, create=True)
+        for row, entry in preview.changed:
+            save_entry(store, actor, entry, expected_version=row["version"])
+        store.audit(actor.username, "glossary.import", "glossary", None, added=len(preview.added),
+                    changed=len(preview.changed))
+    return preview
+
+
+def export_csv(store: Store) -> bytes:
+    buf = io.StringIO()
+    load_glossary(store).to_csv(buf)
+    return buf.getvalue().encode("utf-8-sig")  # BOM so Excel opens it as UTF-8
+
+
+def entry_dict(entry: GlossaryEntry) -> dict:
+    return asdict(entry)

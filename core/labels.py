@@ -1,0 +1,269 @@
+"""Label lifecycle: ``proposed → approved → trained → retired`` (plus ``rejected`` and ``merged``).
+
+A label's id never changes; its display name is what the expert typed (kept raw), and it links to the
+glossary entry whose canonical term is what gets embedded. Two active labels may not share a
+normalised name or a glossary entry. Every change is audited, and every mutation can carry the
+version the user saw, so a save over someone else's edit is refused instead of silently lost.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Iterable
+
+from core.auth import Actor, require
+from core.glossary_store import load_glossary, save_entry
+from core.i18n import UserError, register
+from core.store import Store, now_iso
+from glossary import GlossaryEntry, basic_key, normalize_chars
+
+ACTIVE = ("proposed", "approved", "trained")
+STATUSES = ("proposed", "approved", "trained", "retired", "rejected", "merged")
+
+# Which status each review action moves from / to.
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "approve": (("proposed",), "approved"),
+    "reject": (("proposed",), "rejected"),
+    "retire": (("approved", "trained"), "retired"),
+    "train": (("approved",), "trained"),
+}
+
+register({
+    "labels.label": {"ja": "ラベル", "en": "Label"},
+    "labels.empty_name": {"ja": "ラベル名を入力してください。", "en": "Please enter a label name."},
+    "labels.duplicate": {
+        "ja": "「{name}」は既存のラベル「{existing}」（id {id}、{status}）と重複しています。",
+        "en": "'{name}' duplicates the existing label '{existing}' (id {id}, {status})."},
+    "labels.duplicate_entry": {
+        "ja": "「{name}」は用語「{canonical}」を指しますが、その用語には既にラベル「{existing}」（id {id}、{status}）があります。",
+        "en": "'{name}' means the glossary term '{canonical}', which already has the label '{existing}' (id {id}, {status})."},
+    "labels.needs_entry": {
+        "ja": "「{name}」は用語集で自動的に決まりませんでした（{tier}）。候補から選ぶか、新しい用語として登録してください。",
+        "en": "'{name}' did not resolve automatically in the glossary ({tier}). Pick a suggestion or create a new term."},
+    "labels.bad_transition": {
+        "ja": "ラベル「{name}」は「{status}」のため {action} できません。",
+        "en": "Label '{name}' is '{status}', so it cannot be {action}d."},
+    "labels.merge_self": {"ja": "ラベルを自分自身に統合することはできません。", "en": "A label cannot be merged into itself."},
+    "labels.merge_state": {
+        "ja": "「{name}」（{status}）は統合できません。統合できるのは提案中・承認済みのラベルです。",
+        "en": "'{name}' ({status}) cannot be merged; only proposed or approved labels can be merged."},
+    "labels.merge_target": {
+        "ja": "統合先「{name}」（{status}）は有効なラベルではありません。",
+        "en": "The merge target '{name}' ({status}) is not an active label."},
+    "labels.unknown_entry": {"ja": "用語 ID「{id}」は存在しません。", "en": "Glossary id '{id}' does not exist."},
+    "status.proposed": {"ja": "提案中", "en": "proposed"},
+    "status.approved": {"ja": "承認済み", "en": "approved"},
+    "status.trained": {"ja": "学習済み", "en": "trained"},
+    "status.retired": {"ja": "廃止", "en": "retired"},
+    "status.rejected": {"ja": "却下", "en": "rejected"},
+    "status.merged": {"ja": "統合済み", "en": "merged"},
+})
+
+_JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uff66-\uff9f]")
+
+_SELECT = """
+SELECT l.*, COALESCE(g.canonical, l.name) AS canonical,
+       COALESCE(NULLIF(g.embed_text, ''), g.canonical, l.name) AS embed_text,
+       COALESCE(g.reading, '') AS reading, COALESCE(g.en, '') AS en, g.status AS entry_status
+FROM labels l LEFT JOIN glossary_entries g ON g.id = l.entry_id
+"""
+
+
+def detect_lang(text: str) -> str:
+    return "ja" if _JAPANESE.search(text) else "en"
+
+
+def list_labels(store: Store, statuses: Iterable[str] | None = None) -> list[dict]:
+    if statuses is None:
+        return store.query(_SELECT + " ORDER BY l.id")
+    statuses = list(statuses)
+    marks = ",".join("?" * len(statuses))
+    return store.query(_SELECT + f" WHERE l.status IN ({marks}) ORDER BY l.id", tuple(statuses))
+
+
+def get_label(store: Store, label_id: int) -> dict:
+    row = store.query_one(_SELECT + " WHERE l.id = ?", (int(label_id),))
+    if row is None:
+        raise UserError("err.not_found", what="label", id=label_id)
+    return row
+
+
+def aliases(store: Store, label_id: int) -> list[dict]:
+    return store.query("SELECT * FROM label_aliases WHERE label_id = ? ORDER BY id", (int(label_id),))
+
+
+def preview(store: Store, name: str):
+    """The glossary lookup a proposer sees live while typing (tier, canonical, suggestions)."""
+    return load_glossary(store).lookup(name)
+
+
+def _find_duplicate(store: Store, name_key: str, entry_id: str | None, exclude_id: int | None = None):
+    marks = ",".join("?" * len(ACTIVE))
+    rows = store.query(
+        _SELECT + f" WHERE l.status IN ({marks}) AND (l.name_key = ? OR (? IS NOT NULL AND l.entry_id = ?))"
+        " AND l.id IS NOT ? ORDER BY l.id",
+        (*ACTIVE, name_key, entry_id, entry_id, exclude_id))
+    return rows[0] if rows else None
+
+
+def _refuse_duplicate(store: Store, name: str, entry_id: str | None, exclude_id: int | None = None) -> None:
+    dup = _find_duplicate(store, basic_key(name), entry_id, exclude_id)
+    if dup is None:
+        return
+    if dup["name_key"] == basic_key(name):
+        raise UserError("labels.duplicate", name=name, existing=dup["name"], id=dup["id"], status=dup["status"])
+    raise UserError("labels.duplicate_entry", name=name, canonical=dup["canonical"], existing=dup["name"],
+                    id=dup["id"], status=dup["status"])
+
+
+def propose(store: Store, actor: Actor, name: str, *, lang: str | None = None, entry_id: str | None = None,
+            create_entry: bool = False, reading: str = "", en: str = "") -> dict:
+    """Propose a label. The glossary decides its term when the match is automatic; otherwise the
+    proposer confirms a suggestion (``entry_id``) or asks for a new draft term (``create_entry``)."""
+    require(actor, "label.propose")
+    name = (name or "").strip()
+    if not normalize_chars(name):
+        raise UserError("labels.empty_name")
+    glossary = load_glossary(store)
+    with store.transaction():
+        if entry_id is not None:
+            if glossary.get(entry_id) is None:
+                raise UserError("labels.unknown_entry", id=entry_id)
+            how = "confirmed"
+        else:
+            result = glossary.lookup(name)
+            if result.auto:
+                entry_id, how = result.entry_id, result.tier
+            elif create_entry:
+                entry_id, how = _create_draft_entry(store, actor, name, reading, en), "new-entry"
+            else:
+                raise UserError("labels.needs_entry", name=name, tier=result.tier)
+        _refuse_duplicate(store, name, entry_id)
+        label_id = store.db["labels"].insert({
+            "name": name, "name_key": basic_key(name), "lang": lang or detect_lang(name),
+            "entry_id": entry_id, "status": "proposed", "version": 1, "created_by": actor.username,
+            "created_at": now_iso(), "updated_by": actor.username, "updated_at": now_iso(),
+        }).last_pk
+        store.audit(actor.username, "label.propose", "label", label_id, name=name, entry_id=entry_id, match=how)
+    return get_label(store, label_id)
+
+
+def _create_draft_entry(store: Store, actor: Actor, name: str, reading: str, en: str) -> str:
+    entry_id = f"user.{uuid.uuid4().hex[:10]}"
+    save_entry(store, actor, GlossaryEntry(
+        id=entry_id, canonical=normalize_chars(name), reading=reading, en=en, aliases=[],
+        distinct_from=[], status="draft"), create=True)
+    return entry_id
+
+
+def _check_version(label: dict, expected_version: int | None) -> None:
+    if expected_version is not None and label["version"] != expected_version:
+        raise UserError("err.stale_version", what=label["name"], yours=expected_version, current=label["version"])
+
+
+def _update(store: Store, actor: Actor, label: dict, **fields) -> None:
+    fields |= {"version": label["version"] + 1, "updated_by": actor.username, "updated_at": now_iso()}
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    cur = store.execute(f"UPDATE labels SET {sets} WHERE id = ? AND version = ?",
+                        (*fields.values(), label["id"], label["version"]))
+    if cur.rowcount != 1:  # someone else wrote between our read and our write
+        fresh = get_label(store, label["id"])
+        raise UserError("err.stale_version", what=label["name"], yours=label["version"], current=fresh["version"])
+
+
+def _transition(store: Store, actor: Actor, label_id: int, action: str, expected_version: int | None,
+                permission: str = "label.review") -> dict:
+    require(actor, permission)
+    allowed_from, to = TRANSITIONS[action]
+    with store.transaction():
+        label = get_label(store, label_id)
+        _check_version(label, expected_version)
+        if label["status"] not in allowed_from:
+            raise UserError("labels.bad_transition", name=label["name"], status=label["status"], action=action)
+        _update(store, actor, label, status=to)
+        store.audit(actor.username, f"label.{action}", "label", label_id, before=label["status"], after=to)
+    return get_label(store, label_id)
+
+
+def approve(store: Store, actor: Actor, label_id: int, expected_version: int | None = None) -> dict:
+    return _transition(store, actor, label_id, "approve", expected_version)
+
+
+def reject(store: Store, actor: Actor, label_id: int, expected_version: int | None = None) -> dict:
+    return _transition(store, actor, label_id, "reject", expected_version)
+
+
+def retire(store: Store, actor: Actor, label_id: int, expected_version: int | None = None) -> dict:
+    return _transition(store, actor, label_id, "retire", expected_version)
+
+
+def mark_trained(store: Store, actor: Actor, label_ids: Iterable[int]) -> None:
+    """Called when a training task that contains these labels completes."""
+    with store.transaction():
+        for label_id in label_ids:
+            if get_label(store, label_id)["status"] == "approved":
+                _transition(store, actor, label_id, "train", None, permission="train.request")
+
+
+def rename(store: Store, actor: Actor, label_id: int, new_name: str, expected_version: int | None = None) -> dict:
+    """Change the display name; the id (and so images, tasks and checkpoints) stays. The old name is
+    kept as an alias so people who type it still find the label."""
+    require(actor, "label.review")
+    new_name = (new_name or "").strip()
+    if not normalize_chars(new_name):
+        raise UserError("labels.empty_name")
+    with store.transaction():
+        label = get_label(store, label_id)
+        _check_version(label, expected_version)
+        if label["status"] not in ACTIVE:
+            raise UserError("labels.bad_transition", name=label["name"], status=label["status"], action="rename")
+        _refuse_duplicate(store, new_name, None, exclude_id=label["id"])
+        _update(store, actor, label, name=new_name, name_key=basic_key(new_name), lang=detect_lang(new_name))
+        _add_alias_row(store, actor, label["id"], label["name"])
+        store.audit(actor.username, "label.rename", "label", label_id, before=label["name"], after=new_name)
+    return get_label(store, label_id)
+
+
+def add_alias(store: Store, actor: Actor, label_id: int, text: str) -> dict:
+    require(actor, "label.alias")
+    text = (text or "").strip()
+    if not normalize_chars(text):
+        raise UserError("labels.empty_name")
+    with store.transaction():
+        label = get_label(store, label_id)
+        existing = {basic_key(a["text"]) for a in aliases(store, label_id)} | {label["name_key"]}
+        if basic_key(text) not in existing:
+            _add_alias_row(store, actor, label_id, text)
+            store.audit(actor.username, "label.alias", "label", label_id, alias=text)
+    return get_label(store, label_id)
+
+
+def _add_alias_row(store: Store, actor: Actor, label_id: int, text: str) -> None:
+    store.db["label_aliases"].insert({"label_id": label_id, "text": text, "created_by": actor.username,
+                                      "created_at": now_iso()})
+
+
+def merge(store: Store, actor: Actor, source_id: int, target_id: int,
+          expected_version: int | None = None) -> dict:
+    """Fold ``source`` into ``target``: aliases and images move to the survivor, the source's name
+    becomes an alias of it, and the source is kept (status ``merged``) so history still resolves."""
+    require(actor, "label.review")
+    if int(source_id) == int(target_id):
+        raise UserError("labels.merge_self")
+    with store.transaction():
+        source, target = get_label(store, source_id), get_label(store, target_id)
+        _check_version(source, expected_version)
+        if source["status"] not in ("proposed", "approved"):
+            raise UserError("labels.merge_state", name=source["name"], status=source["status"])
+        if target["status"] not in ACTIVE:
+            raise UserError("labels.merge_target", name=target["name"], status=target["status"])
+        moved_aliases = store.execute("UPDATE label_aliases SET label_id = ? WHERE label_id = ?",
+                                      (target["id"], source["id"])).rowcount
+        moved_images = store.execute("UPDATE images SET label_id = ? WHERE label_id = ?",
+                                     (target["id"], source["id"])).rowcount
+        _add_alias_row(store, actor, target["id"], source["name"])
+        _update(store, actor, source, status="merged", merged_into=target["id"])
+        store.audit(actor.username, "label.merge", "label", source["id"], into=target["id"],
+                    aliases=moved_aliases, images=moved_images)
+        store.audit(actor.username, "label.merged_from", "label", target["id"], source=source["id"])
+    return get_label(store, target["id"])

@@ -1,0 +1,153 @@
+"""Local accounts: argon2 password hashes, lockout after repeated failures, first-start admin."""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from core.auth import ROLES, Actor, require
+from core.i18n import UserError, register
+from core.store import Store, now_iso
+
+MAX_FAILED_LOGINS = 5
+LOCKOUT_SECONDS = 15 * 60
+MIN_PASSWORD_LENGTH = 8
+
+_hasher = PasswordHasher()
+
+register({
+    "auth.bad_login": {"ja": "ユーザー名またはパスワードが違います。", "en": "Wrong user name or password."},
+    "auth.locked": {"ja": "ログインに {n} 回失敗したため、このアカウントは {minutes} 分間ロックされています。",
+                    "en": "This account is locked for {minutes} minutes after {n} failed logins."},
+    "auth.inactive": {"ja": "このアカウントは無効です。管理者に連絡してください。",
+                      "en": "This account is disabled. Please contact an admin."},
+    "auth.user_exists": {"ja": "ユーザー「{username}」は既に存在します。", "en": "User '{username}' already exists."},
+    "auth.bad_role": {"ja": "不明なロール「{role}」です。", "en": "Unknown role '{role}'."},
+    "auth.short_password": {"ja": "パスワードは {n} 文字以上にしてください。",
+                            "en": "Passwords need at least {n} characters."},
+    "auth.bad_username": {"ja": "ユーザー名には英数字と . _ - だけを使えます。",
+                          "en": "User names may only use letters, digits and . _ -"},
+})
+
+
+def _valid_username(username: str) -> bool:
+    return bool(username) and len(username) <= 64 and all(c.isalnum() or c in "._-" for c in username)
+
+
+def create_user(store: Store, actor: Actor, username: str, password: str, role: str) -> dict:
+    require(actor, "user.manage")
+    username = (username or "").strip()
+    if not _valid_username(username):
+        raise UserError("auth.bad_username")
+    if role not in ROLES:
+        raise UserError("auth.bad_role", role=role)
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise UserError("auth.short_password", n=MIN_PASSWORD_LENGTH)
+    with store.transaction():
+        if store.query_one("SELECT id FROM users WHERE username = ?", (username,)):
+            raise UserError("auth.user_exists", username=username)
+        store.db["users"].insert({"username": username, "password_hash": _hasher.hash(password), "role": role,
+                                  "active": 1, "failed_logins": 0, "created_at": now_iso(), "version": 1})
+        store.audit(actor.username, "user.create", "user", username, role=role)
+    return get_user(store, username)
+
+
+def get_user(store: Store, username: str) -> dict:
+    row = store.query_one("SELECT id, username, role, active, failed_logins, locked_until, created_at, version "
+                          "FROM users WHERE username = ?", (username,))
+    if row is None:
+        raise UserError("err.not_found", what="user", id=username)
+    return row
+
+
+def list_users(store: Store, actor: Actor) -> list[dict]:
+    require(actor, "user.manage")
+    return store.query("SELECT id, username, role, active, failed_logins, locked_until, created_at "
+                       "FROM users ORDER BY username")
+
+
+def set_role(store: Store, actor: Actor, username: str, role: str) -> dict:
+    require(actor, "user.manage")
+    if role not in ROLES:
+        raise UserError("auth.bad_role", role=role)
+    with store.transaction():
+        before = get_user(store, username)
+        store.execute("UPDATE users SET role = ?, version = version + 1 WHERE username = ?", (role, username))
+        store.audit(actor.username, "user.role", "user", username, before=before["role"], after=role)
+    return get_user(store, username)
+
+
+def set_active(store: Store, actor: Actor, username: str, active: bool) -> dict:
+    require(actor, "user.manage")
+    with store.transaction():
+        get_user(store, username)
+        store.execute("UPDATE users SET active = ?, failed_logins = 0, locked_until = NULL WHERE username = ?",
+                      (int(active), username))
+        store.audit(actor.username, "user.activate" if active else "user.deactivate", "user", username)
+    return get_user(store, username)
+
+
+def reset_password(store: Store, actor: Actor, username: str, password: str) -> None:
+    if actor.username != username:
+        require(actor, "user.manage")
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise UserError("auth.short_password", n=MIN_PASSWORD_LENGTH)
+    with store.transaction():
+        get_user(store, username)
+        store.execute("UPDATE users SET password_hash = ?, failed_logins = 0, locked_until = NULL "
+                      "WHERE username = ?", (_hasher.hash(password), username))
+        store.audit(actor.username, "user.password", "user", username)
+
+
+def authenticate(store: Store, username: str, password: str, *, now: float | None = None) -> Actor:
+    """Check a password. After MAX_FAILED_LOGINS failures the account locks for LOCKOUT_SECONDS,
+    and a locked account refuses even the right password (so guessing gains nothing)."""
+    now = time.time() if now is None else now
+    with store.transaction():
+        row = store.query_one("SELECT * FROM users WHERE username = ?", ((username or "").strip(),))
+        if row is None:
+            _hasher.hash(password or "x")  # same cost either way: don't reveal which names exist
+            store.audit(username or "", "auth.fail", "user", username, reason="unknown user")
+            raise UserError("auth.bad_login")
+        if row["locked_until"] and row["locked_until"] > now:
+            store.audit(row["username"], "auth.fail", "user", row["username"], reason="locked")
+            raise UserError("auth.locked", n=MAX_FAILED_LOGINS, minutes=LOCKOUT_SECONDS // 60)
+        if not row["active"]:
+            raise UserError("auth.inactive")
+        try:
+            _hasher.verify(row["password_hash"], password or "")
+        except (VerificationError, InvalidHashError):
+            failed = row["failed_logins"] + 1
+            locked_until = now + LOCKOUT_SECONDS if failed >= MAX_FAILED_LOGINS else None
+            store.execute("UPDATE users SET failed_logins = ?, locked_until = ? WHERE id = ?",
+                          (0 if locked_until else failed, locked_until, row["id"]))
+            store.audit(row["username"], "auth.fail", "user", row["username"], failed=failed,
+                        locked=bool(locked_until))
+            if locked_until:
+                raise UserError("auth.locked", n=MAX_FAILED_LOGINS, minutes=LOCKOUT_SECONDS // 60)
+            raise UserError("auth.bad_login")
+        store.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row["id"],))
+        if _hasher.check_needs_rehash(row["password_hash"]):
+            store.execute("UPDATE users SET password_hash = ? WHERE id = ?", (_hasher.hash(password), row["id"]))
+        store.audit(row["username"], "auth.login", "user", row["username"])
+    return Actor(row["username"], row["role"])
+
+
+def ensure_admin(store: Store, echo=print) -> str | None:
+    """On first start create ``admin``; its password is ``SGCL_ADMIN_PASSWORD`` or generated and
+    printed once. Returns the generated password (None when nothing was created or it was given)."""
+    with store.transaction():
+        if store.query_one("SELECT id FROM users LIMIT 1"):
+            return None
+        given = os.environ.get("SGCL_ADMIN_PASSWORD")
+        password = given or secrets.token_urlsafe(12)
+        store.db["users"].insert({"username": "admin", "password_hash": _hasher.hash(password), "role": "admin",
+                                  "active": 1, "failed_logins": 0, "created_at": now_iso(), "version": 1})
+        store.audit("system", "user.create", "user", "admin", role="admin", bootstrap=True)
+    if given:
+        return None
+    echo(f"[sgcl-studio] created user 'admin' with password: {password}  (shown once; change it on the Admin page)")
+    return password

@@ -1,0 +1,138 @@
+"""Glossary: search, edit an entry and its aliases, CSV import (with a preview) and export, lint."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import glossary_store
+from core.i18n import UserError, register
+from glossary import GlossaryEntry
+from pages.ui import page_context, run_action
+
+register({
+    "gp.title": {"ja": "用語集", "en": "Glossary"},
+    "gp.search": {"ja": "検索（表記ゆれも可）", "en": "Search (variants welcome)"},
+    "gp.lookup": {"ja": "「{query}」→ {result}", "en": "'{query}' → {result}"},
+    "gp.no_match": {"ja": "一致なし", "en": "no match"},
+    "gp.suggestions": {"ja": "候補: {items}", "en": "Suggestions: {items}"},
+    "gp.entries": {"ja": "項目（{n} 件）", "en": "Entries ({n})"},
+    "gp.edit": {"ja": "項目を編集", "en": "Edit an entry"},
+    "gp.pick": {"ja": "項目", "en": "Entry"},
+    "gp.canonical": {"ja": "正規形", "en": "Canonical"},
+    "gp.reading": {"ja": "読み（カタカナ）", "en": "Reading (katakana)"},
+    "gp.en": {"ja": "英語", "en": "English"},
+    "gp.embed_text": {"ja": "埋め込み用テキスト（空なら正規形）", "en": "Text to embed (empty: canonical)"},
+    "gp.aliases": {"ja": "別名（| 区切り）", "en": "Aliases (| separated)"},
+    "gp.distinct": {"ja": "区別する項目 ID（| 区切り）", "en": "Distinct from ids (| separated)"},
+    "gp.notes": {"ja": "メモ", "en": "Notes"},
+    "gp.status": {"ja": "状態", "en": "Status"},
+    "gp.save": {"ja": "保存", "en": "Save"},
+    "gp.saved": {"ja": "保存しました。", "en": "Saved."},
+    "gp.new": {"ja": "新しい項目", "en": "New entry"},
+    "gp.id": {"ja": "ID（例: defect.scratch）", "en": "Id (e.g. defect.scratch)"},
+    "gp.create": {"ja": "作成", "en": "Create"},
+    "gp.import": {"ja": "CSV を取り込む", "en": "Import CSV"},
+    "gp.preview": {"ja": "追加 {added} 件、変更 {changed} 件、変更なし {unchanged} 件",
+                   "en": "{added} to add, {changed} to change, {unchanged} unchanged"},
+    "gp.apply": {"ja": "取り込みを実行", "en": "Apply import"},
+    "gp.applied": {"ja": "取り込みました。", "en": "Imported."},
+    "gp.export": {"ja": "CSV をダウンロード", "en": "Download CSV"},
+    "gp.lint": {"ja": "衝突チェック", "en": "Collision lint"},
+    "gp.lint_clean": {"ja": "衝突はありません。", "en": "No collisions."},
+    "gp.read_only": {"ja": "編集にはレビュアー以上の権限が必要です。", "en": "Editing needs the reviewer role or above."},
+})
+
+ctx = page_context()
+store, actor = ctx.store, ctx.actor
+st.title(ctx.t("gp.title"))
+glossary = glossary_store.load_glossary(store)
+
+query = st.text_input(ctx.t("gp.search"), key="gloss_search")
+if query.strip():
+    hit = glossary.lookup(query)
+    found = f"{hit.canonical} ({hit.entry_id}) — {ctx.t('tier.' + hit.tier)}" if hit.auto else ctx.t("gp.no_match")
+    st.markdown(ctx.t("gp.lookup", query=query, result=found))
+    if hit.suggestions:
+        st.caption(ctx.t("gp.suggestions", items=", ".join(
+            f"{s.canonical} ({ctx.t('tier.' + s.tier)})" for s in hit.suggestions)))
+
+rows = glossary_store.entry_rows(store)
+st.subheader(ctx.t("gp.entries", n=len(rows)))
+frame = pd.DataFrame(rows)[["id", "canonical", "reading", "en", "aliases", "status", "version"]]
+if query.strip():
+    needle = query.strip().casefold()
+    mask = frame.apply(lambda r: any(needle in str(v).casefold() for v in r.values), axis=1)
+    if hit.entry_id:
+        mask |= frame["id"] == hit.entry_id
+    frame = frame[mask]
+st.dataframe(frame, hide_index=True, width="stretch")
+st.download_button(ctx.t("gp.export"), glossary_store.export_csv(store), "glossary.csv", "text/csv")
+
+if not actor.can("glossary.edit"):
+    st.caption(ctx.t("gp.read_only"))
+    st.stop()
+
+
+def _entry_form(key: str, row: dict, is_new: bool) -> GlossaryEntry | None:
+    with st.form(key):
+        entry_id = st.text_input(ctx.t("gp.id"), value=row.get("id", "")) if is_new else row["id"]
+        canonical = st.text_input(ctx.t("gp.canonical"), value=row.get("canonical", ""))
+        reading = st.text_input(ctx.t("gp.reading"), value=row.get("reading", ""))
+        en = st.text_input(ctx.t("gp.en"), value=row.get("en", ""))
+        embed_text = st.text_input(ctx.t("gp.embed_text"), value=row.get("embed_text", ""))
+        aliases = st.text_input(ctx.t("gp.aliases"), value=row.get("aliases", ""))
+        distinct = st.text_input(ctx.t("gp.distinct"), value=row.get("distinct_from", ""))
+        notes = st.text_area(ctx.t("gp.notes"), value=row.get("notes", ""))
+        statuses = ["draft", "approved", "deprecated"]
+        status = st.selectbox(ctx.t("gp.status"), statuses, index=statuses.index(row.get("status", "approved")))
+        if not st.form_submit_button(ctx.t("gp.create" if is_new else "gp.save"), type="primary"):
+            return None
+    split = lambda text: [p.strip() for p in text.split("|") if p.strip()]  # noqa: E731
+    return GlossaryEntry(id=entry_id.strip(), canonical=canonical.strip(), reading=reading.strip(), en=en.strip(),
+                         embed_text=embed_text.strip(), aliases=split(aliases), distinct_from=split(distinct),
+                         notes=notes, status=status)
+
+
+st.subheader(ctx.t("gp.edit"))
+by_id = {r["id"]: r for r in rows}
+picked = st.selectbox(ctx.t("gp.pick"), list(by_id), key="gloss_pick",
+                      format_func=lambda i: f"{by_id[i]['canonical']} ({i})")
+if picked:
+    edited = _entry_form("edit_entry", by_id[picked], is_new=False)
+    if edited and run_action(ctx, glossary_store.save_entry, store, actor, edited,
+                             expected_version=by_id[picked]["version"], success=ctx.t("gp.saved")):
+        st.rerun()
+
+with st.expander(ctx.t("gp.new")):
+    created = _entry_form("new_entry", {}, is_new=True)
+    if created and run_action(ctx, glossary_store.save_entry, store, actor, created, create=True,
+                              success=ctx.t("gp.saved")):
+        st.rerun()
+
+st.subheader(ctx.t("gp.import"))
+upload = st.file_uploader(ctx.t("gp.import"), type=["csv"], key="gloss_csv")
+if upload is not None:
+    data = upload.getvalue()
+    try:
+        preview = glossary_store.preview_import(store, data)
+    except UserError as err:
+        ctx.error(err)
+    else:
+        st.info(ctx.t("gp.preview", added=len(preview.added), changed=len(preview.changed),
+                      unchanged=preview.unchanged))
+        changes = [{"id": e.id, "canonical": e.canonical, "change": "+"} for e in preview.added]
+        changes += [{"id": e.id, "canonical": f"{row['canonical']} → {e.canonical}", "change": "~"}
+                    for row, e in preview.changed]
+        if changes:
+            st.dataframe(pd.DataFrame(changes), hide_index=True)
+        if preview.has_changes and st.button(ctx.t("gp.apply"), type="primary"):
+            if run_action(ctx, glossary_store.apply_import, store, actor, data, success=ctx.t("gp.applied")):
+                st.rerun()
+
+st.subheader(ctx.t("gp.lint"))
+collisions = glossary.lint()
+if collisions:
+    st.dataframe(pd.DataFrame([{"tier": c.tier, "key": c.key, "entries": ", ".join(c.entry_ids),
+                                "forms": ", ".join(map(str, c.forms))} for c in collisions]), hide_index=True)
+else:
+    st.success(ctx.t("gp.lint_clean"))

@@ -1,0 +1,61 @@
+"""What every page needs: the data home, who is logged in, the UI language. UI only."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import streamlit as st
+
+from core.auth import Actor
+from core.i18n import DEFAULT_LANG, LANGS, UserError, t
+from core.store import Store
+
+
+@st.cache_resource(show_spinner=False)
+def _open_store(home: str) -> Store:
+    # One connection per data home for the whole server; Store serialises access with a lock.
+    return Store(home)
+
+
+def data_home() -> str:
+    return st.session_state.get("sgcl_home") or os.environ.get("SGCL_HOME") or "sgcl-data"
+
+
+@dataclass
+class PageContext:
+    store: Store
+    actor: Actor
+    lang: str
+
+    def t(self, key: str, **params) -> str:
+        return t(key, self.lang, **params)
+
+    def error(self, err: UserError) -> None:
+        st.error(err.message(self.lang))
+
+
+def current_lang() -> str:
+    lang = st.session_state.get("lang", DEFAULT_LANG)
+    return lang if lang in LANGS else DEFAULT_LANG
+
+
+def page_context(require_login: bool = True) -> PageContext:
+    store = _open_store(str(os.path.abspath(data_home())))
+    lang = current_lang()
+    actor = st.session_state.get("actor")
+    if actor is None and require_login:
+        st.info(t("auth.login_required", lang))
+        st.stop()
+    return PageContext(store=store, actor=actor, lang=lang)
+
+
+def run_action(ctx: PageContext, fn, *args, success: str | None = None, **kwargs):
+    """Call a core service; show its refusal in the user's language instead of a traceback."""
+    try:
+        result = fn(*args, **kwargs)
+    except UserError as err:
+        ctx.error(err)
+        return None
+    if success:
+        st.toast(success)
+    return result

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from core.auth import Actor
+from core.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SGCL_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store(tmp_path / "home")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def expert() -> Actor:
+    return Actor("eri", "expert")
+
+
+@pytest.fixture
+def reviewer() -> Actor:
+    return Actor("rei", "reviewer")
+
+
+@pytest.fixture
+def supervisor() -> Actor:
+    return Actor("sora", "supervisor")
+
+
+@pytest.fixture
+def admin() -> Actor:
+    return Actor("root", "admin")
+
+
+def shared_datasets() -> Path:
+    """The ../shared datasets, or a skip with the reason (a user's clone has no ../shared)."""
+    root = SHARED / "datasets"
+    if not root.is_dir():
+        pytest.skip(f"shared datasets not found at {root} (only present on dev machines and CI)")
+    return root

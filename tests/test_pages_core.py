@@ -1,0 +1,67 @@
+"""The foundation pages render in Streamlit's AppTest and act through the services."""
+from streamlit.testing.v1 import AppTest
+
+from core import labels
+from core.auth import Actor
+from core.store import Store
+
+
+def _page(path, home, actor, lang="ja"):
+    at = AppTest.from_file(path, default_timeout=60)
+    at.session_state["sgcl_home"] = str(home)
+    at.session_state["lang"] = lang
+    if actor is not None:
+        at.session_state["actor"] = actor
+    return at
+
+
+def test_labels_page_shows_live_normalisation_and_proposes(tmp_path):
+    at = _page("pages/labels.py", tmp_path, Actor("eri", "expert"))
+    at.run()
+    assert not at.exception
+    at.text_input(key="propose_name").input("ｻﾋﾞ").run()
+    assert any("錆" in s.value for s in at.success), [s.value for s in at.success]
+    at.button(key="propose_submit").click().run()
+    assert not at.exception
+    rows = labels.list_labels(Store(tmp_path))
+    assert [(r["name"], r["canonical"], r["status"]) for r in rows] == [("ｻﾋﾞ", "錆", "proposed")]
+
+
+def test_labels_page_reviewer_approves_and_sees_refusal_in_english(tmp_path):
+    store = Store(tmp_path)
+    label = labels.propose(store, Actor("eri", "expert"), "傷")
+    at = _page("pages/labels.py", tmp_path, Actor("rei", "reviewer"), lang="en")
+    at.run()
+    assert not at.exception
+    at.button(key="do_approve").click().run()
+    assert labels.get_label(store, label["id"])["status"] == "approved"
+    at.button(key="do_reject").click().run()   # disabled for approved labels → nothing changes
+    assert labels.get_label(store, label["id"])["status"] == "approved"
+
+
+def test_labels_page_requires_login(tmp_path):
+    at = _page("pages/labels.py", tmp_path, None)
+    at.run()
+    assert not at.exception and any("log in" in i.value.lower() or "ログイン" in i.value for i in at.info)
+
+
+def test_glossary_page_renders_search_and_lint(tmp_path):
+    at = _page("pages/glossary.py", tmp_path, Actor("rei", "reviewer"), lang="en")
+    at.run()
+    assert not at.exception
+    at.text_input(key="gloss_search").input("さび").run()
+    assert not at.exception
+    assert any("錆" in m.value for m in at.markdown)
+
+
+def test_app_shows_login_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGCL_ADMIN_PASSWORD", "adminpass123")
+    at = AppTest.from_file("app.py", default_timeout=60)
+    at.session_state["sgcl_home"] = str(tmp_path)
+    at.run()
+    assert not at.exception
+    at.text_input[0].input("admin")
+    at.text_input[1].input("adminpass123")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.session_state["actor"] == Actor("admin", "admin")

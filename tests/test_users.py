@@ -1,0 +1,69 @@
+import pytest
+
+from core import users
+from core.auth import Actor
+from core.i18n import UserError
+
+
+def test_first_start_creates_admin_with_generated_password_once(store, monkeypatch):
+    monkeypatch.delenv("SGCL_ADMIN_PASSWORD", raising=False)
+    printed = []
+    password = users.ensure_admin(store, echo=printed.append)
+    assert password and password in printed[0]
+    assert users.authenticate(store, "admin", password) == Actor("admin", "admin")
+    assert users.ensure_admin(store, echo=printed.append) is None and len(printed) == 1
+
+
+def test_admin_password_from_environment(store, monkeypatch):
+    monkeypatch.setenv("SGCL_ADMIN_PASSWORD", "correct horse")
+    assert users.ensure_admin(store, echo=lambda s: pytest.fail("must not print a given password")) is None
+    assert users.authenticate(store, "admin", "correct horse").role == "admin"
+
+
+def test_password_is_hashed_with_argon2(store, admin):
+    users.create_user(store, admin, "eri", "s3cret-pass", "expert")
+    row = store.query_one("SELECT password_hash FROM users WHERE username='eri'")
+    assert row["password_hash"].startswith("$argon2") and "s3cret-pass" not in row["password_hash"]
+
+
+def test_login_failure_and_lockout(store, admin):
+    users.create_user(store, admin, "eri", "s3cret-pass", "expert")
+    for _ in range(users.MAX_FAILED_LOGINS - 1):
+        with pytest.raises(UserError) as err:
+            users.authenticate(store, "eri", "wrong", now=1000.0)
+        assert err.value.key == "auth.bad_login"
+    with pytest.raises(UserError) as err:
+        users.authenticate(store, "eri", "wrong", now=1000.0)
+    assert err.value.key == "auth.locked"
+    with pytest.raises(UserError) as err:          # the right password does not help while locked
+        users.authenticate(store, "eri", "s3cret-pass", now=1001.0)
+    assert err.value.key == "auth.locked" and "ロック" in err.value.message("ja")
+    later = 1000.0 + users.LOCKOUT_SECONDS + 1
+    assert users.authenticate(store, "eri", "s3cret-pass", now=later).username == "eri"
+    assert any(r["action"] == "auth.fail" and r["details"].get("locked") for r in store.audit_rows("user", "eri"))
+
+
+def test_unknown_user_and_inactive_user(store, admin):
+    with pytest.raises(UserError):
+        users.authenticate(store, "ghost", "whatever")
+    users.create_user(store, admin, "eri", "s3cret-pass", "expert")
+    users.set_active(store, admin, "eri", False)
+    with pytest.raises(UserError) as err:
+        users.authenticate(store, "eri", "s3cret-pass")
+    assert err.value.key == "auth.inactive"
+
+
+def test_only_admin_manages_users(store, admin, reviewer):
+    with pytest.raises(UserError) as err:
+        users.create_user(store, reviewer, "x", "longenough", "admin")
+    assert err.value.key == "err.forbidden"
+    users.create_user(store, admin, "eri", "s3cret-pass", "expert")
+    assert users.set_role(store, admin, "eri", "reviewer")["role"] == "reviewer"
+    with pytest.raises(UserError):
+        users.create_user(store, admin, "eri", "s3cret-pass", "expert")      # duplicate
+    with pytest.raises(UserError):
+        users.create_user(store, admin, "bob", "short", "expert")
+    with pytest.raises(UserError):
+        users.create_user(store, admin, "../bob", "longenough", "expert")
+    with pytest.raises(UserError):
+        users.create_user(store, admin, "bob", "longenough", "superuser")
