@@ -224,8 +224,8 @@ class ContinualLearner:
                 else:
                     loss.backward()
                     optimizer.step()
-                values = {"loss": float(loss), "loss_clip": float(loss_clip),
-                          "loss_sgrl": float(loss_sgrl), "loss_sgkd": float(loss_sgkd)}
+                values = {"loss": loss.item(), "loss_clip": loss_clip.item(),
+                          "loss_sgrl": loss_sgrl.item(), "loss_sgkd": loss_sgkd.item()}
                 for k, v in values.items():
                     sums[k] += v
                 seen_images += len(idx)
