@@ -30,7 +30,7 @@ from .losses import clip_contrastive_loss, sg_kd_loss, sg_rl_loss, soft_label_ma
 from .memory import ExemplarMemory
 from .models import SplitImageModel
 
-__all__ = ["Cancelled", "LearnerConfig", "ContinualLearner", "DEFAULT_SOFTNESS", "resolve_device"]
+__all__ = ["Cancelled", "LearnerConfig", "ContinualLearner", "TaskStep", "DEFAULT_SOFTNESS", "resolve_device"]
 
 #: Per-encoder default of κ (``softness``).
 #:
@@ -92,6 +92,21 @@ class LearnerConfig:
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
 
+@dataclass
+class TaskStep:
+    """Everything a training step of one task needs, built once per task by ``prepare_task``."""
+
+    new_class_ids: list
+    W: torch.Tensor          # (N, D) prompt features of all seen classes
+    W_old: torch.Tensor      # (M, D) prompt features of the old classes
+    old_index: torch.Tensor  # (M,) rows of the old classes
+    soft: torch.Tensor       # (N, N) SG-RL soft targets
+    inter: torch.Tensor      # (N, M) A = U·W_oldᵀ for the SG-KD adjustment
+    teacher: Optional[torch.nn.Module]
+    optimizer: torch.optim.Optimizer
+    scaler: Optional[object]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,41 +158,19 @@ class ContinualLearner:
         """
         if task_index != self.tasks_done:
             raise ValueError(f"expected task {self.tasks_done}, got {task_index}")
-        cfg, dev = self.config, self.device
-        U = class_name_feats.detach().to(dev, torch.float32)
-        W = class_prompt_feats.detach().to(dev, torch.float32)
-        n_seen = W.shape[0]
-        if U.shape != W.shape:
-            raise ValueError("class_name_feats and class_prompt_feats must have the same shape")
-        new_set = {int(c) for c in new_class_ids}
-        if not new_set or max(new_set) >= n_seen or min(new_set) < 0:
-            raise ValueError("new_class_ids must be non-empty row indices of the class tables")
         if len(train_samples) == 0:
             raise ValueError("no training samples")
-        if int(train_samples.labels.max()) >= n_seen:
+        if int(train_samples.labels.max()) >= class_prompt_feats.shape[0]:
             raise ValueError("a sample label is outside the seen-class table")
-        old_ids = [c for c in range(n_seen) if c not in new_set]
-        old_index = torch.tensor(old_ids, dtype=torch.long, device=dev)
-
-        # Precomputed tables (spec §"Making it fast" 3): soft targets (N×N) and the SG-KD
-        # inter-similarity A = U·W_oldᵀ (N×M), both indexed by the sample's class.
-        soft = soft_label_matrix(U, cfg.softness)
-        W_old = W[old_index]
-        inter = U @ W_old.t()
-        distill = task_index > 0 and len(old_ids) > 0
-        teacher = self.model.frozen_suffix_copy() if distill else None
-
+        cfg = self.config
+        step = self.prepare_task(class_name_feats, class_prompt_feats, new_class_ids,
+                                 distill=task_index > 0)
+        new_set = set(step.new_class_ids)
         data = train_samples if self.exemplar_data is None else DecodedImageDataset.concat(
             [train_samples, self.exemplar_data])
-        params = [p for p in self.model.trainable_parameters()]
-        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
-        scaler = torch.amp.GradScaler("cuda") if self._uses_fp16() else None
-
         snapshot = (self.model.trainable_state_dict(), self.generator.get_state())
         n = len(data)
         batches = (n + cfg.batch_size - 1) // cfg.batch_size
-        s = self.logit_scale
         epoch_means: dict = {}
         self.model.train()
         started = time.perf_counter()
@@ -194,38 +187,10 @@ class ContinualLearner:
                 images = data.images[idx]
                 if cfg.augment:
                     images = augment_batch(images, self.generator)
-                x = normalize_batch(images.to(dev, non_blocking=True), self.model.mean, self.model.std)
-                targets = data.labels[idx].to(dev)
-                # Only the model runs under autocast; logits and losses stay in fp32 (s·cos ≈ 100
-                # would lose ~0.5 to bf16 rounding).
-                with self._autocast():
-                    with torch.no_grad():
-                        h = self.model.prefix(x)  # shared by student and teacher
-                    student_out = self.model.suffix(h)
-                    if distill:
-                        with torch.no_grad():
-                            teacher_out = teacher(h)
-                z = F.normalize(student_out.float(), dim=1)
-                logits = s * z @ W.t()
-                loss_clip = clip_contrastive_loss(z, W[targets], s)
-                loss_sgrl = sg_rl_loss(logits, targets, soft)
-                loss = loss_clip + cfg.lambda_sl * loss_sgrl
-                loss_sgkd = torch.zeros((), device=dev)
-                if distill:
-                    z_old = F.normalize(teacher_out.float(), dim=1)
-                    teacher_logits = s * z_old @ W_old.t()
-                    loss_sgkd = sg_kd_loss(logits[:, old_index], teacher_logits, inter[targets], cfg.T)
-                    loss = loss + cfg.lambda_kd * loss_sgkd
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                values = {"loss": loss.item(), "loss_clip": loss_clip.item(),
-                          "loss_sgrl": loss_sgrl.item(), "loss_sgkd": loss_sgkd.item()}
+                x = normalize_batch(images.to(self.device, non_blocking=True),
+                                    self.model.mean, self.model.std)
+                values = self.train_step(step, x, data.labels[idx].to(self.device))
+                values = {k: v.item() for k, v in values.items()}
                 for k, v in values.items():
                     sums[k] += v
                 seen_images += len(idx)
@@ -239,8 +204,74 @@ class ContinualLearner:
 
         self._update_memory(train_samples, sorted(new_set))
         self.tasks_done += 1
-        self.num_seen_classes = n_seen
+        self.num_seen_classes = int(class_prompt_feats.shape[0])
         return epoch_means
+
+    def prepare_task(self, class_name_feats: torch.Tensor, class_prompt_feats: torch.Tensor,
+                     new_class_ids: Sequence[int], distill: bool) -> "TaskStep":
+        """Per-task state for :meth:`train_step`: text tables, teacher, fresh SGD optimizer.
+
+        Used by :meth:`learn_task`; public so benchmarks can time exactly the project's step.
+        """
+        cfg, dev = self.config, self.device
+        U = class_name_feats.detach().to(dev, torch.float32)
+        W = class_prompt_feats.detach().to(dev, torch.float32)
+        n_seen = W.shape[0]
+        if U.shape != W.shape:
+            raise ValueError("class_name_feats and class_prompt_feats must have the same shape")
+        new_set = {int(c) for c in new_class_ids}
+        if not new_set or max(new_set) >= n_seen or min(new_set) < 0:
+            raise ValueError("new_class_ids must be non-empty row indices of the class tables")
+        old_ids = [c for c in range(n_seen) if c not in new_set]
+        old_index = torch.tensor(old_ids, dtype=torch.long, device=dev)
+        # Precomputed tables (spec "Making it fast" §3): soft targets (N×N) and the SG-KD
+        # inter-similarity A = U·W_oldᵀ (N×M), both indexed by the sample's class.
+        W_old = W[old_index]
+        distill = distill and len(old_ids) > 0
+        params = list(self.model.trainable_parameters())
+        return TaskStep(
+            new_class_ids=sorted(new_set), W=W, W_old=W_old, old_index=old_index,
+            soft=soft_label_matrix(U, cfg.softness), inter=U @ W_old.t(),
+            teacher=self.model.frozen_suffix_copy() if distill else None,
+            optimizer=torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                      weight_decay=cfg.weight_decay),
+            scaler=torch.amp.GradScaler("cuda") if self._uses_fp16() else None)
+
+    def train_step(self, step: "TaskStep", x: torch.Tensor, targets: torch.Tensor) -> dict:
+        """One SGD step on a normalised batch ``x`` with class indices ``targets`` (on the device).
+
+        Returns the loss components as 0-d tensors (no host sync here)."""
+        cfg, s = self.config, self.logit_scale
+        # Only the model runs under autocast; logits and losses stay in fp32 (s·cos ≈ 100 would
+        # lose ~0.5 to bf16 rounding).
+        with self._autocast():
+            with torch.no_grad():
+                h = self.model.prefix(x)  # computed once, shared by student and teacher
+            student_out = self.model.suffix(h)
+            if step.teacher is not None:
+                with torch.no_grad():
+                    teacher_out = step.teacher(h)  # the teacher costs only its suffix
+        z = F.normalize(student_out.float(), dim=1)
+        logits = s * z @ step.W.t()
+        loss_clip = clip_contrastive_loss(z, step.W[targets], s)
+        loss_sgrl = sg_rl_loss(logits, targets, step.soft)
+        loss = loss_clip + cfg.lambda_sl * loss_sgrl
+        loss_sgkd = torch.zeros((), device=z.device)
+        if step.teacher is not None:
+            teacher_logits = s * F.normalize(teacher_out.float(), dim=1) @ step.W_old.t()
+            loss_sgkd = sg_kd_loss(logits[:, step.old_index], teacher_logits, step.inter[targets], cfg.T)
+            loss = loss + cfg.lambda_kd * loss_sgkd
+        step.optimizer.zero_grad(set_to_none=True)
+        if step.scaler is not None:
+            step.scaler.scale(loss).backward()
+            step.scaler.step(step.optimizer)
+            step.scaler.update()
+        else:
+            loss.backward()
+            step.optimizer.step()
+        return {"loss": loss.detach(), "loss_clip": loss_clip.detach(),
+                "loss_sgrl": loss_sgrl.detach(), "loss_sgkd": loss_sgkd.detach()}
+
 
     def _update_memory(self, train_samples: DecodedImageDataset, new_classes: list[int]) -> None:
         feats = self.image_features(train_samples.images)
