@@ -1,0 +1,109 @@
+"""``python -m core.cli import-folder`` / ``export``: ImageNet-style folders in, labels matched or
+created through core.labels, the given train/test split kept, a summary with images/s printed."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from core import cli, images, labels
+from core.auth import Actor
+from core.store import Store
+from tests.conftest import REPO, shared_datasets
+from tests.test_images import jpeg
+
+
+def _write_tree(root, layout: dict[str, dict[str, int]], seed: int = 0) -> None:
+    for split, classes in layout.items():
+        for cls, n in classes.items():
+            d = root / split / cls if split else root / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (d / f"{i:03d}.jpg").write_bytes(jpeg(seed + hash((split, cls)) % 10_000 * 100 + i))
+            (d / ".DS_Store").write_bytes(b"junk")
+
+
+def test_import_with_train_test_keeps_split_and_creates_labels(tmp_path, capsys):
+    root, home = tmp_path / "data", tmp_path / "home"
+    _write_tree(root, {"train": {"widget": 6, "gadget": 5}, "test": {"widget": 2, "gadget": 1}})
+    assert cli.main(["import-folder", str(root), "--home", str(home), "--create-labels"]) == 0
+    out = capsys.readouterr().out
+    assert "added 14, duplicates 0, conflicts 0, errors 0" in out and "images/s" in out
+    store = Store(home)
+    made = {l["name"]: l for l in labels.list_labels(store)}
+    assert set(made) == {"widget", "gadget"}
+    assert {l["status"] for l in made.values()} == {"approved"}
+    assert {l["created_by"] for l in made.values()} == {"system"}
+    counts = {c["name"]: (c["n_train"], c["n_holdout"]) for c in images.label_counts(store)}
+    assert counts == {"widget": (6, 2), "gadget": (5, 1)}
+    assert images.readiness(store, [made["gadget"]["id"]])[made["gadget"]["id"]].ok
+    # a second run finds only duplicates
+    assert cli.main(["import-folder", str(root), "--home", str(home)]) == 0
+    assert "added 0, duplicates 14" in capsys.readouterr().out
+
+
+def test_existing_label_is_matched_and_unknown_folders_reported(tmp_path, capsys):
+    root, home = tmp_path / "data", tmp_path / "home"
+    _write_tree(root, {"": {"Bolt": 3, "nut": 2}})
+    store = Store(home)
+    bolt = labels.propose(store, Actor("eri", "expert"), "bolt", create_entry=True)
+    store.db["users"].insert({"username": "rei", "password_hash": "x", "role": "reviewer", "created_at": "now"})
+    code = cli.main(["import-folder", str(root), "--home", str(home), "--user", "rei", "--lang", "en"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "No label matches folder 'nut'" in out and "added 3" in out
+    rows = store.query("SELECT label_id, split, uploaded_by, sha256 FROM images")
+    assert {(r["label_id"], r["uploaded_by"]) for r in rows} == {(bolt["id"], "rei")}
+    # with no train/test folders the hash rule decides the split
+    assert [r["split"] for r in rows] == [images.hash_split(r["sha256"], 0.2) for r in rows]
+
+
+def test_unknown_user_and_permissions_are_refused(tmp_path, capsys):
+    root, home = tmp_path / "data", tmp_path / "home"
+    _write_tree(root, {"": {"x": 1}})
+    assert cli.main(["import-folder", str(root), "--home", str(home), "--user", "ghost", "--lang", "en"]) == 2
+    assert "User 'ghost' does not exist" in capsys.readouterr().err
+    store = Store(home)
+    store.db["users"].insert({"username": "sora", "password_hash": "x", "role": "supervisor", "created_at": "now"})
+    assert cli.main(["import-folder", str(root), "--home", str(home), "--user", "sora"]) == 2
+    assert "image.upload" in capsys.readouterr().err
+    assert cli.main(["import-folder", str(tmp_path / "missing"), "--home", str(home), "--lang", "ja"]) == 2
+    assert "がありません" in capsys.readouterr().err
+
+
+def test_export_command_and_module_entry_point(tmp_path):
+    root, home = tmp_path / "data", tmp_path / "home"
+    _write_tree(root, {"train": {"cog": 5}, "test": {"cog": 1}})
+    env_cmd = [sys.executable, "-m", "core.cli"]
+    done = subprocess.run(env_cmd + ["import-folder", str(root), "--home", str(home), "--create-labels"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "added 6" in done.stdout
+    dest = tmp_path / "cog.zip"
+    assert cli.main(["export", str(dest), "--home", str(home)]) == 0
+    with zipfile.ZipFile(dest) as zf:
+        names = zf.namelist()
+    assert sum(n.startswith("train/cog/") for n in names) == 5
+    assert sum(n.startswith("test/cog/") for n in names) == 1 and "images.csv" in names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset, classes", [("cifar10", ["cat", "ship"]), ("caltech101", ["Faces", "anchor"])])
+def test_import_shared_dataset_subset(tmp_path, capsys, dataset, classes):
+    source = shared_datasets() / dataset
+    root = tmp_path / dataset
+    expected = {}
+    for split in ("train", "test"):
+        for cls in classes:
+            (root / split).mkdir(parents=True, exist_ok=True)
+            (root / split / cls).symlink_to(source / split / cls, target_is_directory=True)
+            expected[(cls, split)] = sum(1 for p in (source / split / cls).iterdir() if p.is_file())
+    home = tmp_path / "home"
+    assert cli.main(["import-folder", str(root), "--home", str(home), "--create-labels"]) == 0
+    assert "errors 0" in capsys.readouterr().out
+    counts = {c["name"]: c for c in images.label_counts(Store(home))}
+    for cls in classes:
+        assert counts[cls]["n_train"] == expected[(cls, "train")]
+        assert counts[cls]["n_holdout"] == expected[(cls, "test")]
