@@ -1,0 +1,143 @@
+"""Admin: user accounts (create, role, activate/deactivate, reset password) and typed settings."""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+from core import settings as settings_service
+from core import users as user_service
+from core.auth import ROLES
+from core.i18n import UserError, register
+from pages.ui import page_context, run_action
+
+register({
+    "adm.title": {"ja": "管理", "en": "Admin"},
+    "adm.users": {"ja": "ユーザー", "en": "Users"},
+    "adm.settings": {"ja": "設定", "en": "Settings"},
+    "adm.col.username": {"ja": "ユーザー名", "en": "User name"},
+    "adm.col.role": {"ja": "ロール", "en": "Role"},
+    "adm.col.active": {"ja": "有効", "en": "Active"},
+    "adm.col.locked": {"ja": "ロック中", "en": "Locked"},
+    "adm.col.created": {"ja": "作成日時", "en": "Created"},
+    "adm.create": {"ja": "ユーザーを作成", "en": "Create a user"},
+    "adm.username": {"ja": "ユーザー名", "en": "User name"},
+    "adm.password": {"ja": "初期パスワード", "en": "Initial password"},
+    "adm.role": {"ja": "ロール", "en": "Role"},
+    "adm.create_submit": {"ja": "作成", "en": "Create"},
+    "adm.created": {"ja": "ユーザー「{username}」を作成しました。", "en": "Created user '{username}'."},
+    "adm.manage": {"ja": "ユーザーを管理", "en": "Manage a user"},
+    "adm.pick": {"ja": "ユーザーを選択", "en": "Choose a user"},
+    "adm.set_role": {"ja": "ロールを変更", "en": "Change role"},
+    "adm.deactivate": {"ja": "無効にする", "en": "Deactivate"},
+    "adm.activate": {"ja": "有効にする（ロック解除）", "en": "Activate (and unlock)"},
+    "adm.new_password": {"ja": "新しいパスワード", "en": "New password"},
+    "adm.reset_password": {"ja": "パスワードを再設定", "en": "Reset password"},
+    "adm.self_note": {"ja": "自分自身のロール変更・無効化はできません（管理者がいなくなるのを防ぐため）。",
+                      "en": "You cannot change your own role or deactivate yourself (so an admin always remains)."},
+    "adm.saved": {"ja": "保存しました。", "en": "Saved."},
+    "adm.settings_save": {"ja": "設定を保存", "en": "Save settings"},
+    "adm.settings_saved": {"ja": "{n} 件の設定を変更しました。", "en": "Changed {n} settings."},
+    "adm.settings_unchanged": {"ja": "変更はありません。", "en": "Nothing changed."},
+    "adm.reset_setting": {"ja": "既定値に戻す", "en": "Reset to default"},
+    "adm.default": {"ja": "既定値: {value}", "en": "Default: {value}"},
+    "adm.template": {"ja": "プロンプト（{language}、{{}} がラベルになります）", "en": "Prompt ({language}; {{}} becomes the label)"},
+    "adm.encoder_env": {"ja": "環境変数 SGCL_ENCODER={value} が設定されているため、エンコーダー設定より優先されます。",
+                        "en": "The environment variable SGCL_ENCODER={value} is set and overrides the encoder setting."},
+    "adm.encoder_note": {"ja": "エンコーダーを変えると、以後の埋め込みと新しい学習ランに使われます（既存のランは元のエンコーダーのままです）。",
+                         "en": "A new encoder applies to new embeddings and new runs; existing runs keep the encoder they were trained with."},
+    "adm.home": {"ja": "データの保存先（SGCL_HOME、起動時に決まります）: {home}",
+                 "en": "Data home (SGCL_HOME, fixed at start-up): {home}"},
+})
+
+ctx = page_context()
+store, me = ctx.store, ctx.actor
+st.title(ctx.t("adm.title"))
+
+try:
+    accounts = user_service.list_users(store, me)
+except UserError as err:     # not an admin: the service refuses, whatever the menu showed
+    ctx.error(err)
+    st.stop()
+
+users_tab, settings_tab = st.tabs([ctx.t("adm.users"), ctx.t("adm.settings")])
+
+# ---- users -----------------------------------------------------------------------------------------
+with users_tab:
+    st.dataframe(pd.DataFrame([{
+        ctx.t("adm.col.username"): u["username"], ctx.t("adm.col.role"): ctx.t(f"role.{u['role']}"),
+        ctx.t("adm.col.active"): bool(u["active"]), ctx.t("adm.col.locked"): bool(u["locked_until"]),
+        ctx.t("adm.col.created"): u["created_at"]} for u in accounts]), hide_index=True, width="stretch")
+
+    with st.form("create_user", clear_on_submit=True):
+        st.subheader(ctx.t("adm.create"))
+        c1, c2, c3 = st.columns(3)
+        new_username = c1.text_input(ctx.t("adm.username"), key="new_username")
+        new_password = c2.text_input(ctx.t("adm.password"), type="password", key="new_password")
+        new_role = c3.selectbox(ctx.t("adm.role"), ROLES, format_func=lambda r: ctx.t(f"role.{r}"), key="new_role")
+        if st.form_submit_button(ctx.t("adm.create_submit"), type="primary"):
+            created = run_action(ctx, user_service.create_user, store, me, new_username, new_password, new_role)
+            if created:
+                st.success(ctx.t("adm.created", username=created["username"]))
+                st.rerun()
+
+    st.subheader(ctx.t("adm.manage"))
+    names = [u["username"] for u in accounts]
+    picked = st.selectbox(ctx.t("adm.pick"), names, key="manage_user")
+    if picked:
+        account = next(u for u in accounts if u["username"] == picked)
+        is_self = picked == me.username
+        if is_self:
+            st.caption(ctx.t("adm.self_note"))
+        c1, c2 = st.columns(2)
+        role = c1.selectbox(ctx.t("adm.role"), ROLES, index=ROLES.index(account["role"]),
+                            format_func=lambda r: ctx.t(f"role.{r}"), key="manage_role", disabled=is_self)
+        if c1.button(ctx.t("adm.set_role"), key="manage_set_role", disabled=is_self or role == account["role"]):
+            if run_action(ctx, user_service.set_role, store, me, picked, role, success=ctx.t("adm.saved")):
+                st.rerun()
+        toggle_key = "adm.deactivate" if account["active"] and not account["locked_until"] else "adm.activate"
+        if c2.button(ctx.t(toggle_key), key="manage_toggle_active", disabled=is_self):
+            if run_action(ctx, user_service.set_active, store, me, picked, toggle_key == "adm.activate",
+                          success=ctx.t("adm.saved")):
+                st.rerun()
+        with st.form("reset_password", clear_on_submit=True):
+            password = st.text_input(ctx.t("adm.new_password"), type="password", key="manage_password")
+            if st.form_submit_button(ctx.t("adm.reset_password")):
+                run_action(ctx, user_service.reset_password, store, me, picked, password,
+                           success=ctx.t("adm.saved"))
+
+# ---- settings --------------------------------------------------------------------------------------
+with settings_tab:
+    st.caption(ctx.t("adm.home", home=store.home))
+    if os.environ.get("SGCL_ENCODER"):
+        st.warning(ctx.t("adm.encoder_env", value=os.environ["SGCL_ENCODER"]))
+    st.caption(ctx.t("adm.encoder_note"))
+    current = settings_service.all_settings(store)
+    with st.form("settings_form"):
+        edited: dict = {}
+        for key, spec in settings_service.SPECS.items():
+            name = spec.name(ctx.lang)
+            if spec.kind == "templates":
+                st.markdown(f"**{name}**")
+                edited[key] = {lang: st.text_input(ctx.t("adm.template", language=lang), value=current[key].get(lang, ""),
+                                                   key=f"setting_{key}_{lang}") for lang in ("ja", "en")}
+            elif spec.kind == "str":
+                edited[key] = st.text_input(name, value=str(current[key]), key=f"setting_{key}")
+            else:
+                # Text, not number_input: the service validates and explains out-of-range values in words.
+                edited[key] = st.text_input(name, value=str(current[key]), key=f"setting_{key}",
+                                            help=ctx.t("adm.default", value=spec.default()))
+        if st.form_submit_button(ctx.t("adm.settings_save"), type="primary"):
+            changed = run_action(ctx, settings_service.update, store, me, edited)
+            if changed is not None:
+                st.success(ctx.t("adm.settings_saved", n=len(changed)) if changed else ctx.t("adm.settings_unchanged"))
+
+    stored_keys = [k for k in settings_service.SPECS if not settings_service.is_default(store, k)]
+    if stored_keys:
+        c1, c2 = st.columns([3, 1])
+        reset_key = c1.selectbox(ctx.t("adm.reset_setting"), stored_keys,
+                                 format_func=lambda k: settings_service.SPECS[k].name(ctx.lang), key="reset_pick")
+        if c2.button(ctx.t("adm.reset_setting"), key="reset_setting"):
+            if run_action(ctx, settings_service.reset, store, me, reset_key, success=ctx.t("adm.saved")) is not None:
+                st.rerun()
