@@ -1,0 +1,148 @@
+"""Neighbours: which labels sit closest to a label (or to any text) in the active encoder's space,
+and a clustered similarity heatmap of the label set. UI only; the work is in core.neighbours."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.encoders import active_encoder_spec, load_encoder, spec_has_random_weights
+from core.i18n import UserError, register
+from core.neighbours import DEFAULT_STATUSES, label_index, near_duplicates, neighbours, similarity_matrix
+from pages.ui import page_context
+
+register({
+    "nbrpage.intro": {
+        "ja": "ラベル（またはテキスト）に意味の近い既存ラベルを表示します。日本語と英語のラベルは同じ空間にあります。",
+        "en": "Shows the existing labels closest in meaning to a label (or any text). Japanese and English labels share one space."},
+    "nbrpage.embedding": {"ja": "ラベルの埋め込みを計算中…", "en": "Computing label embeddings…"},
+    "nbrpage.loading": {"ja": "エンコーダーを読み込み中…", "en": "Loading the encoder…"},
+    "nbrpage.no_labels": {"ja": "まだラベルがありません。ラベルページで提案してください。",
+                          "en": "No labels yet. Propose some on the Labels page."},
+    "nbrpage.query_mode": {"ja": "検索対象", "en": "Query"},
+    "nbrpage.mode_label": {"ja": "既存のラベル", "en": "An existing label"},
+    "nbrpage.mode_text": {"ja": "自由入力のテキスト", "en": "Free text"},
+    "nbrpage.pick_label": {"ja": "ラベル", "en": "Label"},
+    "nbrpage.text": {"ja": "テキスト", "en": "Text"},
+    "nbrpage.k": {"ja": "表示件数", "en": "How many"},
+    "nbrpage.statuses": {"ja": "対象の状態", "en": "Statuses"},
+    "nbrpage.table": {"ja": "近傍ラベル", "en": "Nearest labels"},
+    "nbrpage.none_found": {"ja": "該当するラベルがありません。", "en": "No matching labels."},
+    "nbrpage.download_table": {"ja": "近傍表を CSV でダウンロード", "en": "Download the neighbour table (CSV)"},
+    "nbrpage.heatmap": {"ja": "類似度ヒートマップ", "en": "Similarity heatmap"},
+    "nbrpage.heatmap_help": {
+        "ja": "似たラベルが隣り合うように並べ替えています（階層クラスタリング）。",
+        "en": "Rows and columns are ordered by hierarchical clustering so similar labels sit together."},
+    "nbrpage.filter": {"ja": "名前で絞り込み", "en": "Filter by name"},
+    "nbrpage.max_n": {"ja": "最大ラベル数", "en": "Max labels"},
+    "nbrpage.download_matrix": {"ja": "類似度行列を CSV でダウンロード", "en": "Download the similarity matrix (CSV)"},
+    "nbrpage.too_few": {"ja": "ヒートマップには2件以上のラベルが必要です。", "en": "The heatmap needs at least two labels."},
+    "nbrpage.col.rank": {"ja": "順位", "en": "Rank"},
+    "nbrpage.col.label": {"ja": "ラベル", "en": "Label"},
+    "nbrpage.col.canonical": {"ja": "正規形", "en": "Canonical"},
+    "nbrpage.col.status": {"ja": "状態", "en": "Status"},
+    "nbrpage.col.similarity": {"ja": "類似度", "en": "Similarity"},
+})
+
+ctx = page_context()
+st.title(ctx.t("nbr.title"))
+st.caption(ctx.t("nbrpage.intro"))
+
+spec = active_encoder_spec(ctx.store)
+st.caption(ctx.t("app.encoder", name=spec))
+if spec_has_random_weights(spec):
+    st.warning(ctx.t("app.encoder_random"))
+
+try:
+    with st.spinner(ctx.t("nbrpage.loading")):
+        encoder = load_encoder(spec, ctx.store.home)
+except UserError as err:
+    ctx.error(err)
+    st.stop()
+
+# Embedding every label may take a while the first time (e5: ~8 ms per label on 2 cores).
+bar = st.progress(0.0, text=ctx.t("nbrpage.embedding"))
+index = label_index(ctx.store, encoder, progress=lambda f: bar.progress(float(f), text=ctx.t("nbrpage.embedding")))
+bar.empty()
+
+labels = index.labels
+if not labels:
+    st.info(ctx.t("nbrpage.no_labels"))
+    st.stop()
+
+
+def status_text(status: str) -> str:
+    text = ctx.t(f"status.{status}")  # registered by core.labels; fall back to the raw status
+    return status if text == f"status.{status}" else text
+
+
+def label_caption(label: dict) -> str:
+    extra = f" → {label['canonical']}" if label.get("canonical") and label["canonical"] != label["name"] else ""
+    return f"{label['name']}{extra} [{status_text(label['status'])}] #{label['id']}"
+
+
+all_statuses = sorted({l["status"] for l in labels})
+statuses = st.multiselect(ctx.t("nbrpage.statuses"), all_statuses,
+                          default=[s for s in all_statuses if s in DEFAULT_STATUSES] or all_statuses,
+                          format_func=status_text)
+
+# ---- neighbour query --------------------------------------------------------------------------
+modes = {"label": ctx.t("nbrpage.mode_label"), "text": ctx.t("nbrpage.mode_text")}
+mode = st.radio(ctx.t("nbrpage.query_mode"), list(modes), format_func=modes.get, horizontal=True)
+by_id = {int(l["id"]): l for l in labels}
+if mode == "label":
+    query = st.selectbox(ctx.t("nbrpage.pick_label"), list(by_id), format_func=lambda i: label_caption(by_id[i]))
+else:
+    query = st.text_input(ctx.t("nbrpage.text"), placeholder="バイク / scratch")
+k = st.slider(ctx.t("nbrpage.k"), 1, 50, 10)
+
+if query not in (None, ""):
+    try:
+        found = neighbours(ctx.store, encoder, query, k=k, statuses=statuses)
+        report = near_duplicates(ctx.store, encoder, query)
+    except UserError as err:
+        ctx.error(err)
+        found, report = [], None
+    if report is not None and report.nearest is not None:
+        (st.warning if report.flag else st.caption)(report.message(ctx.lang))
+    st.subheader(ctx.t("nbrpage.table"))
+    if not found:
+        st.info(ctx.t("nbrpage.none_found"))
+    else:
+        cols = {c: ctx.t(f"nbrpage.col.{c}") for c in ("rank", "label", "canonical", "status", "similarity")}
+        table = pd.DataFrame([{"rank": n.rank, "label": n.name, "canonical": n.canonical,
+                               "status": status_text(n.status), "similarity": round(n.score, 4),
+                               "id": n.label_id} for n in found])
+        st.dataframe(table.rename(columns=cols), hide_index=True, width="stretch")
+        chart = alt.Chart(table).mark_bar().encode(
+            x=alt.X("similarity:Q", title=cols["similarity"], scale=alt.Scale(zero=False)),
+            y=alt.Y("label:N", title=cols["label"], sort=alt.EncodingSortField("rank", order="ascending")),
+            tooltip=["rank", "label", "canonical", "status", "similarity"])
+        st.altair_chart(chart, width="stretch")
+        st.download_button(ctx.t("nbrpage.download_table"), table.to_csv(index=False).encode("utf-8-sig"),
+                           file_name="neighbours.csv", mime="text/csv")
+
+# ---- heatmap ------------------------------------------------------------------------------------
+st.subheader(ctx.t("nbrpage.heatmap"))
+st.caption(ctx.t("nbrpage.heatmap_help"))
+name_filter = st.text_input(ctx.t("nbrpage.filter"), key="heatmap_filter").strip().casefold()
+subset = [l for l in labels if l["status"] in statuses
+          and (not name_filter or name_filter in l["name"].casefold() or name_filter in str(l["canonical"]).casefold())]
+max_n = st.slider(ctx.t("nbrpage.max_n"), 2, 200, 60, key="heatmap_max")
+subset = subset[:max_n]
+if len(subset) < 2:
+    st.info(ctx.t("nbrpage.too_few"))
+else:
+    matrix, order = similarity_matrix(ctx.store, encoder, [int(l["id"]) for l in subset])
+    names = [f"{by_id[i]['name']} #{i}" for i in order]
+    frame = pd.DataFrame(matrix, index=names, columns=names)
+    long = frame.reset_index(names="a").melt(id_vars="a", var_name="b", value_name="similarity")
+    heat = alt.Chart(long).mark_rect().encode(
+        x=alt.X("b:N", sort=names, title=None),
+        y=alt.Y("a:N", sort=names, title=None),
+        color=alt.Color("similarity:Q", scale=alt.Scale(scheme="viridis", zero=False)),
+        tooltip=["a", "b", alt.Tooltip("similarity:Q", format=".3f")],
+    ).properties(height=max(240, 14 * len(names)))
+    st.altair_chart(heat, width="stretch")
+    st.download_button(ctx.t("nbrpage.download_matrix"), frame.to_csv().encode("utf-8-sig"),
+                       file_name="similarity_matrix.csv", mime="text/csv")
