@@ -106,34 +106,46 @@ def authenticate(store: Store, username: str, password: str, *, now: float | Non
     """Check a password. After MAX_FAILED_LOGINS failures the account locks for LOCKOUT_SECONDS,
     and a locked account refuses even the right password (so guessing gains nothing)."""
     now = time.time() if now is None else now
+    # The failure counter and the audit row must survive the refusal, so the transaction commits
+    # first and the refusal is raised after it.
+    refusal: UserError | None = None
     with store.transaction():
         row = store.query_one("SELECT * FROM users WHERE username = ?", ((username or "").strip(),))
         if row is None:
             _hasher.hash(password or "x")  # same cost either way: don't reveal which names exist
             store.audit(username or "", "auth.fail", "user", username, reason="unknown user")
-            raise UserError("auth.bad_login")
-        if row["locked_until"] and row["locked_until"] > now:
+            refusal = UserError("auth.bad_login")
+        elif row["locked_until"] and row["locked_until"] > now:
             store.audit(row["username"], "auth.fail", "user", row["username"], reason="locked")
-            raise UserError("auth.locked", n=MAX_FAILED_LOGINS, minutes=LOCKOUT_SECONDS // 60)
-        if not row["active"]:
-            raise UserError("auth.inactive")
-        try:
-            _hasher.verify(row["password_hash"], password or "")
-        except (VerificationError, InvalidHashError):
+            refusal = UserError("auth.locked", n=MAX_FAILED_LOGINS, minutes=LOCKOUT_SECONDS // 60)
+        elif not row["active"]:
+            store.audit(row["username"], "auth.fail", "user", row["username"], reason="inactive")
+            refusal = UserError("auth.inactive")
+        elif not _password_matches(row["password_hash"], password):
             failed = row["failed_logins"] + 1
             locked_until = now + LOCKOUT_SECONDS if failed >= MAX_FAILED_LOGINS else None
             store.execute("UPDATE users SET failed_logins = ?, locked_until = ? WHERE id = ?",
                           (0 if locked_until else failed, locked_until, row["id"]))
             store.audit(row["username"], "auth.fail", "user", row["username"], failed=failed,
                         locked=bool(locked_until))
-            if locked_until:
-                raise UserError("auth.locked", n=MAX_FAILED_LOGINS, minutes=LOCKOUT_SECONDS // 60)
-            raise UserError("auth.bad_login")
-        store.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row["id"],))
-        if _hasher.check_needs_rehash(row["password_hash"]):
-            store.execute("UPDATE users SET password_hash = ? WHERE id = ?", (_hasher.hash(password), row["id"]))
-        store.audit(row["username"], "auth.login", "user", row["username"])
+            refusal = (UserError("auth.locked", n=MAX_FAILED_LOGINS, minutes=LOCKOUT_SECONDS // 60)
+                       if locked_until else UserError("auth.bad_login"))
+        else:
+            store.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row["id"],))
+            if _hasher.check_needs_rehash(row["password_hash"]):
+                store.execute("UPDATE users SET password_hash = ? WHERE id = ?",
+                              (_hasher.hash(password), row["id"]))
+            store.audit(row["username"], "auth.login", "user", row["username"])
+    if refusal is not None:
+        raise refusal
     return Actor(row["username"], row["role"])
+
+
+def _password_matches(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password or "")
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 def ensure_admin(store: Store, echo=print) -> str | None:
