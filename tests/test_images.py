@@ -307,7 +307,7 @@ def test_move_and_delete_are_audited_and_remove_files(store, expert, reviewer, l
 
 
 # ---- splits and readiness -----------------------------------------------------------------------
-def _images_with_split(split: str, n: int, fraction: float = 0.2, start: int = 1000) -> list[bytes]:
+def images_with_split(split: str, n: int, fraction: float = 0.2, start: int = 1000) -> list[bytes]:
     out, seed = [], start
     while len(out) < n:
         data = jpeg(seed)
@@ -335,7 +335,7 @@ def test_split_is_deterministic_across_fresh_homes(tmp_path, expert):
 
 
 def test_fifth_image_gives_the_label_a_holdout_whatever_the_order(tmp_path, expert):
-    train_only = _images_with_split("train", 5)
+    train_only = images_with_split("train", 5)
     shas = sorted(hashlib.sha256(d).hexdigest() for d in train_only)
     outcomes = []
     for home, order in (("one-by-one", train_only), ("batch-reversed", None)):
@@ -356,7 +356,7 @@ def test_fifth_image_gives_the_label_a_holdout_whatever_the_order(tmp_path, expe
 
 def test_readiness_says_what_is_missing(store, expert, label):
     dog = make_label(store, "dog")
-    images.ingest_uploads(store, expert, label, [(f"{i}.jpg", d) for i, d in enumerate(_images_with_split("train", 3))])
+    images.ingest_uploads(store, expert, label, [(f"{i}.jpg", d) for i, d in enumerate(images_with_split("train", 3))])
     ready = images.readiness(store, [label, dog])
     assert ready[label] == images.Readiness(False, 3, 0, 2, 1)
     assert ready[dog] == images.Readiness(False, 0, 0, 5, 1)
@@ -364,7 +364,7 @@ def test_readiness_says_what_is_missing(store, expert, label):
         images.require_ready(store, [label, dog])
     assert "'cat': train 3/5, holdout 0/1" in err.value.message("en")
     assert "「dog」: 学習用 0/5 枚、評価用 0/1 枚" in err.value.message("ja")
-    more = _images_with_split("train", 3, start=5000) + _images_with_split("holdout", 1, start=5000)
+    more = images_with_split("train", 3, start=5000) + images_with_split("holdout", 1, start=5000)
     images.ingest_uploads(store, expert, label, [(f"m{i}.jpg", d) for i, d in enumerate(more)])
     assert images.readiness(store, [label])[label].ok
     store.set_setting("min_holdout_images", 3)
@@ -377,7 +377,7 @@ def test_readiness_says_what_is_missing(store, expert, label):
 
 def test_label_counts(store, expert, label):
     make_label(store, "gone", status="rejected")
-    images.ingest_uploads(store, expert, label, [("h.jpg", _images_with_split("holdout", 1)[0]),
-                                                 ("t.jpg", _images_with_split("train", 1)[0])])
+    images.ingest_uploads(store, expert, label, [("h.jpg", images_with_split("holdout", 1)[0]),
+                                                 ("t.jpg", images_with_split("train", 1)[0])])
     assert images.label_counts(store) == [{"label_id": label, "name": "cat", "status": "approved",
                                            "n_train": 1, "n_holdout": 1}]

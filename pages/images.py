@@ -1,0 +1,207 @@
+"""Images: per-label counts, upload (files and zips), thumbnails, move/delete, dataset export."""
+from __future__ import annotations
+
+import time
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core import images
+from core import labels as label_service
+from core.i18n import register
+from pages.ui import page_context, run_action
+
+PAGE_SIZE = 24
+GRID_COLUMNS = 6
+
+register({
+    "ip.title": {"ja": "画像", "en": "Images"},
+    "ip.no_labels": {"ja": "画像を追加できるラベルがありません。先にラベルを提案してください。",
+                     "en": "No label can receive images yet. Propose a label first."},
+    "ip.counts": {"ja": "ラベルごとの枚数", "en": "Images per label"},
+    "ip.label": {"ja": "ラベル", "en": "Label"},
+    "ip.split": {"ja": "区分", "en": "Split"},
+    "ip.count": {"ja": "枚数", "en": "Images"},
+    "ip.ready": {"ja": "学習可能", "en": "Ready"},
+    "ip.missing": {"ja": "不足", "en": "Missing"},
+    "ip.missing_text": {"ja": "学習用あと {train} 枚、評価用あと {holdout} 枚",
+                        "en": "{train} more train, {holdout} more holdout"},
+    "ip.pick": {"ja": "ラベルを選択", "en": "Choose a label"},
+    "ip.ready_ok": {"ja": "このラベルは学習に使えます（学習用 {train} 枚、評価用 {holdout} 枚）。",
+                    "en": "This label is ready for training ({train} train, {holdout} holdout)."},
+    "ip.ready_missing": {"ja": "学習に使うには、学習用あと {train} 枚・評価用あと {holdout} 枚が必要です。",
+                         "en": "Before training it needs {train} more train and {holdout} more holdout images."},
+    "ip.upload": {"ja": "画像をアップロード（複数ファイル・zip 可）", "en": "Upload images (several files or zips)"},
+    "ip.upload_help": {"ja": "1 ファイル {mb} MB まで。zip は展開して 1 階層だけ処理します。",
+                       "en": "Up to {mb} MB per file. Zips are unpacked one level deep."},
+    "ip.add": {"ja": "「{name}」に追加", "en": "Add to '{name}'"},
+    "ip.progress": {"ja": "{done}/{total} 処理中: {name}", "en": "{done}/{total}: {name}"},
+    "ip.summary": {"ja": "追加 {added}、重複 {duplicate}、競合 {conflict}、エラー {error}（{secs:.1f} 秒）",
+                   "en": "Added {added}, duplicates {duplicate}, conflicts {conflict}, errors {error} ({secs:.1f} s)"},
+    "ip.file": {"ja": "ファイル", "en": "File"},
+    "ip.result": {"ja": "結果", "en": "Result"},
+    "ip.message": {"ja": "内容", "en": "Message"},
+    "ip.status.added": {"ja": "追加", "en": "added"},
+    "ip.status.duplicate": {"ja": "重複", "en": "duplicate"},
+    "ip.status.conflict": {"ja": "競合", "en": "conflict"},
+    "ip.status.error": {"ja": "エラー", "en": "error"},
+    "ip.gallery": {"ja": "画像一覧（{n} 枚）", "en": "Images ({n})"},
+    "ip.empty": {"ja": "このラベルにはまだ画像がありません。", "en": "This label has no images yet."},
+    "ip.page": {"ja": "ページ（全 {pages}）", "en": "Page (of {pages})"},
+    "ip.select": {"ja": "選択", "en": "Select"},
+    "ip.manage": {"ja": "選択した {n} 枚を管理", "en": "Manage the {n} selected images"},
+    "ip.move_to": {"ja": "移動先", "en": "Move to"},
+    "ip.move": {"ja": "移動", "en": "Move"},
+    "ip.moved": {"ja": "{n} 枚を移動しました。", "en": "Moved {n} images."},
+    "ip.confirm_delete": {"ja": "削除を確認しました（元に戻せません）", "en": "I confirm deletion (cannot be undone)"},
+    "ip.delete": {"ja": "削除", "en": "Delete"},
+    "ip.deleted": {"ja": "{n} 枚を削除しました。", "en": "Deleted {n} images."},
+    "ip.export": {"ja": "データセットの書き出し", "en": "Export the dataset"},
+    "ip.export_help": {"ja": "承認済み・学習済みラベルの画像を train/・test/ フォルダーと images.csv の zip にします。",
+                       "en": "Approved and trained labels' images as a zip of train/ and test/ folders plus images.csv."},
+    "ip.export_build": {"ja": "zip を作成", "en": "Build the zip"},
+    "ip.export_ready": {"ja": "{n} 枚（{labels} ラベル）を書き出しました。", "en": "Exported {n} images of {labels} labels."},
+    "ip.download": {"ja": "ダウンロード", "en": "Download"},
+})
+
+
+@st.cache_data(show_spinner=False, max_entries=5000)
+def thumbnail_bytes(_store, home: str, sha256: str, path: str) -> bytes:
+    """Thumbnails are cached on disk (cache/thumbs/) and in memory; ``home`` keys the memory cache."""
+    row = {"sha256": sha256, "path": path}
+    return images.thumbnail_path(_store, row).read_bytes()
+
+
+ctx = page_context()
+store, actor = ctx.store, ctx.actor
+st.title(ctx.t("ip.title"))
+
+open_labels = label_service.list_labels(store, images.OPEN_STATUSES)
+if not open_labels:
+    st.info(ctx.t("ip.no_labels"))
+    st.stop()
+names = {lab["id"]: lab["name"] for lab in open_labels}
+
+# ---- counts ------------------------------------------------------------------------------------
+st.subheader(ctx.t("ip.counts"))
+counts = images.label_counts(store)
+ready = images.readiness(store, [c["label_id"] for c in counts])
+table = pd.DataFrame([{
+    ctx.t("ip.label"): c["name"],
+    ctx.t("split.train"): c["n_train"],
+    ctx.t("split.holdout"): c["n_holdout"],
+    ctx.t("ip.ready"): "✅" if ready[c["label_id"]].ok else "—",
+    ctx.t("ip.missing"): "" if ready[c["label_id"]].ok else ctx.t(
+        "ip.missing_text", train=ready[c["label_id"]].missing_train, holdout=ready[c["label_id"]].missing_holdout),
+} for c in counts])
+long = pd.DataFrame([{"label": c["name"], "split": ctx.t(f"split.{split}"), "n": c[f"n_{split}"]}
+                     for c in counts for split in ("train", "holdout")])
+chart = alt.Chart(long).mark_bar().encode(
+    x=alt.X("n:Q", title=ctx.t("ip.count")),
+    y=alt.Y("label:N", title=ctx.t("ip.label"), sort=None),
+    color=alt.Color("split:N", title=ctx.t("ip.split")),
+    tooltip=["label", "split", "n"],
+)
+chart_col, table_col = st.columns([3, 2])
+chart_col.altair_chart(chart, width="stretch")
+table_col.dataframe(table, hide_index=True, width="stretch")
+
+# ---- one label: readiness and upload -----------------------------------------------------------
+label = st.selectbox(ctx.t("ip.pick"), open_labels, key="img_label",
+                     format_func=lambda r: f"#{r['id']} {r['name']} ({ctx.t('status.' + r['status'])})")
+label_id = label["id"]
+r = ready.get(label_id) or images.readiness(store, [label_id])[label_id]
+if r.ok:
+    st.success(ctx.t("ip.ready_ok", train=r.n_train, holdout=r.n_holdout))
+else:
+    st.warning(ctx.t("ip.ready_missing", train=r.missing_train, holdout=r.missing_holdout))
+
+if actor.can("image.upload"):
+    # A new key after each batch empties the uploader so the same files are not added twice.
+    upload_round = st.session_state.setdefault("img_upload_round", 0)
+    files = st.file_uploader(
+        ctx.t("ip.upload"), type=images.UPLOAD_EXTENSIONS, accept_multiple_files=True,
+        key=f"img_upload_{upload_round}",
+        help=ctx.t("ip.upload_help", mb=images.setting(store, "upload_max_bytes") // (1024 * 1024)))
+    if files and st.button(ctx.t("ip.add", name=label["name"]), type="primary", key="img_add"):
+        bar = st.progress(0.0)
+        started = time.perf_counter()
+
+        def show_progress(done: int, total: int, name: str) -> None:
+            bar.progress(done / total, text=ctx.t("ip.progress", done=done, total=total, name=name))
+
+        results = run_action(ctx, images.ingest_uploads, store, actor, label_id, files, progress=show_progress)
+        if results is not None:
+            st.session_state["img_results"] = {
+                "summary": dict(images.summarize(results), secs=time.perf_counter() - started),
+                "rows": [(res.name, res.status, res.message_key, res.params) for res in results],
+            }
+            st.session_state["img_upload_round"] = upload_round + 1
+            st.rerun()
+
+last = st.session_state.get("img_results")
+if last:
+    # Stored as keys + params, so switching the language re-renders the messages.
+    st.info(ctx.t("ip.summary", **last["summary"]))
+    st.dataframe(pd.DataFrame([{
+        ctx.t("ip.file"): name, ctx.t("ip.result"): ctx.t(f"ip.status.{status}"),
+        ctx.t("ip.message"): images.IngestResult(name, status, key, params).message(ctx.lang),
+    } for name, status, key, params in last["rows"]]), hide_index=True, width="stretch")
+
+# ---- gallery -----------------------------------------------------------------------------------
+total = images.count_images(store, label_id)
+st.subheader(ctx.t("ip.gallery", n=total))
+if total == 0:
+    st.caption(ctx.t("ip.empty"))
+else:
+    pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
+    page = st.number_input(ctx.t("ip.page", pages=pages), min_value=1, max_value=pages, value=1, step=1,
+                           key=f"img_page_{label_id}") if pages > 1 else 1
+    rows = images.list_images(store, label_id, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+    can_manage = actor.can("image.manage")
+    selected: list[int] = []
+    for start in range(0, len(rows), GRID_COLUMNS):
+        for col, row in zip(st.columns(GRID_COLUMNS), rows[start:start + GRID_COLUMNS]):
+            try:
+                col.image(thumbnail_bytes(store, str(store.home), row["sha256"], row["path"]),
+                          caption=f"#{row['id']} · {ctx.t('split.' + row['split'])}")
+            except OSError:  # file missing on disk: still show the row so it can be deleted
+                col.caption(f"#{row['id']} ⚠ {row['original_name']}")
+            if can_manage and col.checkbox(ctx.t("ip.select"), key=f"img_sel_{row['id']}"):
+                selected.append(row["id"])
+
+    if can_manage and selected:
+        st.markdown(f"**{ctx.t('ip.manage', n=len(selected))}**")
+        targets = [lab for lab in open_labels if lab["id"] != label_id]
+        move_col, delete_col = st.columns(2)
+        if targets:
+            target = move_col.selectbox(ctx.t("ip.move_to"), targets, key="img_move_target",
+                                        format_func=lambda r: f"#{r['id']} {r['name']}")
+            if move_col.button(ctx.t("ip.move"), key="img_move"):
+                moved = run_action(ctx, images.move_images, store, actor, selected, target["id"])
+                if moved is not None:
+                    st.toast(ctx.t("ip.moved", n=moved))
+                    st.rerun()
+        confirm = delete_col.checkbox(ctx.t("ip.confirm_delete"), key="img_delete_confirm")
+        if delete_col.button(ctx.t("ip.delete"), key="img_delete", disabled=not confirm):
+            deleted = run_action(ctx, images.delete_images, store, actor, selected)
+            if deleted is not None:
+                st.toast(ctx.t("ip.deleted", n=deleted))
+                st.rerun()
+
+# ---- export ------------------------------------------------------------------------------------
+if actor.can("report.export"):
+    with st.expander(ctx.t("ip.export")):
+        st.caption(ctx.t("ip.export_help"))
+        if st.button(ctx.t("ip.export_build"), key="img_export"):
+            dest = store.home / "exports" / f"dataset-{time.strftime('%Y%m%d-%H%M%S')}.zip"
+            exported = run_action(ctx, images.export_dataset, store, actor, dest)
+            if exported is not None:
+                st.session_state["img_export_path"] = str(exported.path)
+                st.success(ctx.t("ip.export_ready", n=exported.n_images, labels=exported.n_labels))
+        export_path = st.session_state.get("img_export_path")
+        if export_path:
+            with open(export_path, "rb") as fh:
+                st.download_button(ctx.t("ip.download"), fh.read(), file_name=export_path.rsplit("/", 1)[-1],
+                                   mime="application/zip", key="img_download")
