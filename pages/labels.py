@@ -40,8 +40,6 @@ register({
     "lp.aliases": {"ja": "別名: {aliases}", "en": "Aliases: {aliases}"},
     "lp.done": {"ja": "保存しました。", "en": "Saved."},
     "lp.neighbours": {"ja": "意味的に近い既存ラベル", "en": "Semantically closest existing labels"},
-    "lp.near_dup": {"ja": "⚠ 「{name}」とほぼ重複している可能性があります（類似度 {score:.3f}, z={z:.1f}）。",
-                    "en": "⚠ Possible near-duplicate of '{name}' (similarity {score:.3f}, z={z:.1f})."},
     "lp.merge_suggest": {"ja": "「{name}」に統合", "en": "Merge into '{name}'"},
     "lp.neighbours_unavailable": {"ja": "近傍を計算できません: {reason}", "en": "Neighbours unavailable: {reason}"},
     "tier.exact": {"ja": "完全一致", "en": "exact"},
@@ -130,12 +128,10 @@ if actor.can("label.review") and active:
             st.caption(ctx.t("lp.neighbours_unavailable", reason=str(exc)))
         else:
             st.markdown(f"**{ctx.t('lp.neighbours')}**")
-            st.dataframe(pd.DataFrame([{ctx.t("col.id"): n.label_id, ctx.t("col.name"): n.name,
-                                        ctx.t("col.canonical"): n.canonical, "cos": round(n.score, 4)}
-                                       for n in preview.neighbours]), hide_index=True)
+            st.dataframe(pd.DataFrame(preview.rows()), hide_index=True)
             if preview.near_duplicate is not None and preview.near_duplicate.flag:
                 nd = preview.near_duplicate
-                st.warning(ctx.t("lp.near_dup", name=nd.nearest.name, score=nd.score, z=nd.z))
+                st.warning(nd.message(ctx.lang))
                 if label["status"] in ("proposed", "approved") and st.button(
                         ctx.t("lp.merge_suggest", name=nd.nearest.name), key="merge_suggested"):
                     if run_action(ctx, label_service.merge, store, actor, label["id"], nd.nearest.label_id,
