@@ -25,8 +25,8 @@ DEFAULT_PROMPT_TEMPLATES = {"ja": "{}の写真", "en": "a photo of a {}."}
 
 register({
     "embed.bad_template": {
-        "ja": "プロンプトのテンプレート（{lang}）「{template}」には {{}} がちょうど1つ必要です。",
-        "en": "The prompt template ({lang}) '{template}' must contain exactly one {{}}."},
+        "ja": "プロンプトのテンプレート（{language}）「{template}」には {{}} がちょうど1つ必要です。",
+        "en": "The prompt template ({language}) '{template}' must contain exactly one {{}}."},
     "embed.bad_template_lang": {
         "ja": "プロンプトのテンプレートには ja と en の両方が必要です。",
         "en": "Prompt templates need both ja and en."},
@@ -121,7 +121,7 @@ def validate_prompt_templates(templates: dict) -> dict[str, str]:
         raise UserError("embed.bad_template_lang")
     for lang, template in templates.items():
         if not isinstance(template, str) or template.count("{}") != 1:
-            raise UserError("embed.bad_template", lang=lang, template=template)
+            raise UserError("embed.bad_template", language=lang, template=template)
     return {str(k): v for k, v in templates.items()}
 
 

@@ -1,0 +1,130 @@
+"""Neighbours under the real e5 encoder: ordered, never the label itself, status filters, a
+near-duplicate flag calibrated on the approved label set, clustered similarity matrix."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.encoders import load_encoder
+from core.neighbours import (near_duplicates, neighbour_preview, neighbours, similarity_matrix)
+from core.store import Store, now_iso
+
+# A realistic approved set: vehicles, fruit, animals, fasteners, electronics, surface defects,
+# furniture, in Japanese and English.
+APPROVED = ["オートバイ", "自転車", "自動車", "トラック", "飛行機", "船", "りんご", "バナナ", "犬", "猫", "鳥",
+            "馬", "ねじ", "ボルト", "ナット", "歯車", "ばね", "コネクタ", "基板", "擦り傷", "へこみ", "汚れ",
+            "錆", "割れ", "異物", "椅子", "時計", "カメラ", "umbrella", "piano", "butterfly", "elephant"]
+# Variants a glossary might miss, each a true duplicate of an approved label.
+PLANTED = {"傷": "擦り傷", "ネジ": "ねじ", "リンゴ": "りんご"}
+UNRELATED = ["冷蔵庫", "テレビ", "雲", "ギター", "花瓶", "パン", "magnet", "ladder", "stapler", "dent"]
+
+
+@pytest.fixture(scope="module")
+def e5():
+    return load_encoder("e5")
+
+
+def _insert(store, name, status):
+    return store.db["labels"].insert({"name": name, "name_key": name, "lang": "ja", "status": status,
+                                      "created_by": "t", "created_at": now_iso()}).last_pk
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    store = Store(tmp_path_factory.mktemp("nbr"))
+    ids = {name: _insert(store, name, "approved") for name in APPROVED}
+    for name in list(PLANTED) + UNRELATED:
+        ids[name] = _insert(store, name, "proposed")
+    ids["rejected:rust"] = _insert(store, "rust", "rejected")
+    return store, ids
+
+
+def test_neighbours_are_ordered_and_exclude_the_label_itself(catalogue, e5):
+    store, ids = catalogue
+    found = neighbours(store, e5, ids["ねじ"], k=8)
+    assert len(found) == 8
+    assert ids["ねじ"] not in [n.label_id for n in found]
+    assert [n.rank for n in found] == list(range(1, 9))
+    scores = [n.score for n in found]
+    assert scores == sorted(scores, reverse=True)
+    assert found[0].name == "ネジ"  # its katakana spelling is the nearest label
+
+
+def test_status_filter_and_k(catalogue, e5):
+    store, ids = catalogue
+    approved_only = neighbours(store, e5, ids["ねじ"], k=100, statuses=("approved",))
+    assert len(approved_only) == len(APPROVED) - 1
+    assert {n.status for n in approved_only} == {"approved"}
+    default = neighbours(store, e5, "rust", k=100)
+    assert "rejected" not in {n.status for n in default}  # rejected labels are hidden by default
+    with_rejected = neighbours(store, e5, "rust", k=1, statuses=("rejected",))
+    assert with_rejected[0].name == "rust" and with_rejected[0].score > 0.999
+
+
+def test_free_text_query_ranks_the_closest_label_first(catalogue, e5):
+    store, _ = catalogue
+    assert neighbours(store, e5, "りんご", k=3)[0].name == "りんご"
+    assert neighbours(store, e5, "擦り傷", k=3)[0].name == "擦り傷"
+
+
+@pytest.mark.parametrize("proposed, approved", sorted(PLANTED.items()))
+def test_near_duplicate_flag_fires_on_planted_duplicates(catalogue, e5, proposed, approved):
+    store, ids = catalogue
+    report = near_duplicates(store, e5, ids[proposed])
+    assert report.flag, report
+    assert report.nearest.name == approved and report.z >= report.threshold
+    assert approved in report.message("en") and approved in report.message("ja")
+
+
+def test_near_duplicate_flag_stays_quiet_on_unrelated_labels(catalogue, e5):
+    store, ids = catalogue
+    flagged = {name: near_duplicates(store, e5, ids[name]) for name in UNRELATED}
+    assert not [n for n, r in flagged.items() if r.flag], flagged
+
+
+def test_near_duplicate_needs_enough_approved_labels(tmp_path, e5):
+    store = Store(tmp_path)
+    _insert(store, "ねじ", "approved")
+    lonely = _insert(store, "ネジ", "proposed")
+    report = near_duplicates(store, e5, lonely)
+    assert not report.flag and not report.calibrated
+    assert "too few" in report.message("en")
+
+
+def test_identical_embed_text_is_always_a_duplicate(tmp_path, e5):
+    store = Store(tmp_path)
+    _insert(store, "ねじ", "approved")
+    twin = _insert(store, "ねじ", "proposed")
+    assert near_duplicates(store, e5, twin).flag
+
+
+def test_index_follows_label_changes(tmp_path, e5):
+    store = Store(tmp_path)
+    for name in ["ねじ", "自転車", "犬"]:
+        _insert(store, name, "approved")
+    assert [n.name for n in neighbours(store, e5, "ネジ", k=5)][0] == "ねじ"
+    _insert(store, "ネジ", "approved")
+    assert neighbours(store, e5, "ネジ", k=1)[0].name == "ネジ"
+    store.execute("UPDATE labels SET status='retired', version=version+1 WHERE name='ネジ'")
+    assert neighbours(store, e5, "ネジ", k=1)[0].name == "ねじ"
+
+
+def test_similarity_matrix_is_symmetric_and_clustered(catalogue, e5):
+    store, ids = catalogue
+    chosen = [ids[n] for n in ["ねじ", "犬", "りんご", "ネジ", "猫", "リンゴ", "ボルト"]]
+    matrix, order = similarity_matrix(store, e5, chosen)
+    assert sorted(order) == sorted(chosen) and matrix.shape == (7, 7)
+    assert np.allclose(matrix, matrix.T, atol=1e-6) and np.allclose(np.diag(matrix), 1.0, atol=1e-4)
+    pos = {label_id: i for i, label_id in enumerate(order)}
+    # spelling variants end up next to each other
+    assert abs(pos[ids["ねじ"]] - pos[ids["ネジ"]]) == 1
+    assert abs(pos[ids["りんご"]] - pos[ids["リンゴ"]]) == 1
+
+
+def test_neighbour_preview_gives_rows_and_verdict(catalogue, e5):
+    store, ids = catalogue
+    preview = neighbour_preview(store, ids["傷"], k=3, encoder=e5)
+    assert preview.encoder_spec == "e5" and not preview.random_weights
+    rows = preview.rows()
+    assert [r["rank"] for r in rows] == [1, 2, 3] and rows[0]["label"] == "擦り傷"
+    assert preview.near_duplicate.flag
