@@ -1,0 +1,335 @@
+"""Runs and tasks: the service functions behind the Train and History pages.
+
+A **run** is one continual-learning sequence. It fixes the encoder (the spec active when it was
+created) and the learner configuration (``LearnerConfig`` JSON, with the encoder family's κ default).
+A **task** is the next batch of labels; requesting one creates the task row and its ``train`` job in
+one transaction. Tasks of a run are learned strictly in order (core.jobs enforces it).
+
+Eligibility is per run: a label may join a task of run r when it is approved (or trained in *another*
+run — so two runs can learn the same label sequence and be compared), has enough train and holdout
+images, and is not already in a queued, running or done task of r.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from typing import Iterable, Sequence
+
+from core import jobs
+from core.auth import Actor, require
+from core.i18n import UserError, register
+from core.sg.learner import LearnerConfig
+from core.sg.metrics import summarize
+from core.store import Store, now_iso
+
+ACTIVE_TASK_STATUSES = ("queued", "running", "done")
+# What a task request may change; the rest (exemplars per class, seed, device...) is fixed by the run.
+TASK_OVERRIDABLE = ("epochs", "lr", "batch_size", "softness", "T", "lambda_sl", "lambda_kd", "momentum",
+                    "weight_decay", "augment")
+RUN_CONFIGURABLE = TASK_OVERRIDABLE + ("exemplars_per_class", "seed", "amp", "trainable_blocks")
+
+register({
+    "runs.empty_name": {"ja": "ラン名を入力してください。", "en": "Please enter a run name."},
+    "runs.no_labels": {"ja": "タスクに含めるラベルを1つ以上選んでください。",
+                       "en": "Choose at least one label for the task."},
+    "runs.not_active": {"ja": "ラン「{name}」は有効ではありません（{status}）。",
+                        "en": "Run '{name}' is not active ({status})."},
+    "runs.label_not_approved": {"ja": "ラベル「{name}」は「{status}」のため学習できません（承認済みのラベルのみ）。",
+                                "en": "Label '{name}' is '{status}'; only approved labels can be trained."},
+    "runs.label_in_run": {"ja": "ラベル「{name}」はこのランのタスク {idx} に既に含まれています。",
+                          "en": "Label '{name}' is already in task {idx} of this run."},
+    "runs.bad_config": {"ja": "設定「{key}」の値「{value}」が不正です: {reason}",
+                        "en": "Invalid value '{value}' for '{key}': {reason}"},
+    "runs.no_checkpoint": {"ja": "このランにはまだ完了したタスクがありません。",
+                           "en": "This run has no completed task yet."},
+    "runs.reason.not_approved": {"ja": "未承認（{status}）", "en": "not approved ({status})"},
+    "runs.reason.in_run": {"ja": "このランのタスク {idx} に含まれています", "en": "already in task {idx} of this run"},
+    "runs.reason.images": {"ja": "画像不足（学習用 {n_train}/{min_train}、評価用 {n_holdout}/{min_holdout}）",
+                           "en": "missing images (train {n_train}/{min_train}, holdout {n_holdout}/{min_holdout})"},
+})
+
+
+def encoder_family(spec: str) -> str:
+    """The LearnerConfig κ family of an encoder spec: ``e5``, ``test`` (tiny-test) or ``clip``."""
+    if spec == "e5" or spec.startswith("e5:"):
+        return "e5"
+    if spec == "tiny-test":
+        return "test"
+    return "clip"
+
+
+def default_config(spec: str, **overrides) -> LearnerConfig:
+    return LearnerConfig.for_encoder(encoder_family(spec), **overrides)
+
+
+def _check_value(key: str, value):
+    """Coerce and validate one configuration value (raises UserError)."""
+    field_types = {f.name: f.type for f in dataclasses.fields(LearnerConfig)}
+    if key not in field_types:
+        raise UserError("runs.bad_config", key=key, value=value, reason="unknown setting")
+    try:
+        if key in ("epochs", "batch_size", "exemplars_per_class", "seed", "trainable_blocks"):
+            value = int(value)
+            if value < (0 if key in ("seed", "exemplars_per_class") else 1):
+                raise ValueError("must be positive")
+        elif key in ("augment",):
+            value = bool(value)
+        elif key == "amp":
+            if value not in ("auto", "bf16", "fp16", "none"):
+                raise ValueError("auto, bf16, fp16 or none")
+        else:
+            value = float(value)
+            if not math.isfinite(value) or value < 0 or (key in ("lr", "T") and value == 0):
+                raise ValueError("must be a positive number")
+    except (TypeError, ValueError) as exc:
+        raise UserError("runs.bad_config", key=key, value=value, reason=str(exc)) from None
+    return value
+
+
+def _clean_overrides(overrides: dict | None, allowed: Sequence[str]) -> dict:
+    out = {}
+    for key, value in (overrides or {}).items():
+        if key not in allowed:
+            raise UserError("runs.bad_config", key=key, value=value, reason="cannot be changed here")
+        out[key] = _check_value(key, value)
+    return out
+
+
+# ---- runs --------------------------------------------------------------------------------------------
+
+def _decode_run(row: dict | None) -> dict | None:
+    if row is None:
+        return None
+    row = dict(row)
+    row["config"] = json.loads(row["config"])
+    return row
+
+
+def create_run(store: Store, actor: Actor, name: str, *, encoder: str | None = None,
+               config: dict | None = None) -> dict:
+    """Start a new run with the active encoder (or ``encoder``) and the method's defaults + ``config``."""
+    require(actor, "train.request")
+    from core.encoders import active_encoder_spec
+
+    name = (name or "").strip()
+    if not name:
+        raise UserError("runs.empty_name")
+    spec = encoder or active_encoder_spec(store)
+    cfg = default_config(spec, **_clean_overrides(config, RUN_CONFIGURABLE))
+    with store.transaction():
+        run_id = store.db["runs"].insert({
+            "name": name, "encoder": spec, "config": cfg.to_json(), "status": "active",
+            "created_by": actor.username, "created_at": now_iso()}).last_pk
+        store.audit(actor.username, "run.create", "run", run_id, name=name, encoder=spec,
+                    config=dataclasses.asdict(cfg))
+    return get_run(store, run_id)
+
+
+def get_run(store: Store, run_id: int) -> dict:
+    row = _decode_run(store.query_one("SELECT * FROM runs WHERE id = ?", (int(run_id),)))
+    if row is None:
+        raise UserError("err.not_found", what="run", id=run_id)
+    return row
+
+
+def list_runs(store: Store) -> list[dict]:
+    return [_decode_run(r) for r in store.query("SELECT * FROM runs ORDER BY id DESC")]
+
+
+def run_config(run: dict) -> LearnerConfig:
+    return LearnerConfig.from_json(json.dumps(run["config"]))
+
+
+# ---- tasks -------------------------------------------------------------------------------------------
+
+def _decode_task(row: dict) -> dict:
+    row = dict(row)
+    row["label_ids"] = [int(i) for i in json.loads(row["label_ids"])]
+    return row
+
+
+def list_tasks(store: Store, run_id: int, statuses: Iterable[str] | None = None) -> list[dict]:
+    rows = [_decode_task(r) for r in store.query("SELECT * FROM tasks WHERE run_id = ? ORDER BY idx", (int(run_id),))]
+    if statuses is not None:
+        statuses = set(statuses)
+        rows = [r for r in rows if r["status"] in statuses]
+    return rows
+
+
+def done_tasks(store: Store, run_id: int) -> list[dict]:
+    """Completed tasks in order; they always form a prefix 0..k of the run."""
+    return list_tasks(store, run_id, ("done",))
+
+
+def label_eligibility(store: Store, run_id: int, labels: list[dict] | None = None) -> list[dict]:
+    """Every proposed/approved/trained label with ``eligible`` and, when not, ``reason`` (a message key
+    + params) — what the Train page shows next to its multiselect."""
+    from core.images import readiness, setting
+    from core.labels import list_labels
+
+    labels = labels if labels is not None else list_labels(store, ("proposed", "approved", "trained"))
+    in_run = {lid: t["idx"] for t in list_tasks(store, run_id, ACTIVE_TASK_STATUSES) for lid in t["label_ids"]}
+    ready = readiness(store, [l["id"] for l in labels])
+    min_train, min_holdout = setting(store, "min_train_images"), setting(store, "min_holdout_images")
+    out = []
+    for label in labels:
+        row = dict(label)
+        r = ready[label["id"]]
+        if label["id"] in in_run:
+            row["eligible"], row["reason"] = False, ("runs.reason.in_run", {"idx": in_run[label["id"]]})
+        elif label["status"] not in ("approved", "trained"):
+            row["eligible"], row["reason"] = False, ("runs.reason.not_approved", {"status": label["status"]})
+        elif not r.ok:
+            row["eligible"], row["reason"] = False, ("runs.reason.images", {
+                "n_train": r.n_train, "min_train": min_train, "n_holdout": r.n_holdout, "min_holdout": min_holdout})
+        else:
+            row["eligible"], row["reason"] = True, None
+        row["n_train"], row["n_holdout"] = r.n_train, r.n_holdout
+        out.append(row)
+    return out
+
+
+def request_task(store: Store, actor: Actor, run_id: int, label_ids: Sequence[int],
+                 overrides: dict | None = None) -> dict:
+    """Queue the next task of a run: ``{"task": ..., "job_id": ...}``. Refuses labels that are not
+    approved, lack images, or are already in this run."""
+    require(actor, "train.request")
+    from core.images import require_ready
+    from core.labels import get_label
+
+    label_ids = list(dict.fromkeys(int(i) for i in label_ids))
+    if not label_ids:
+        raise UserError("runs.no_labels")
+    overrides = _clean_overrides(overrides, TASK_OVERRIDABLE)
+    with store.transaction():
+        run = get_run(store, run_id)
+        if run["status"] != "active":
+            raise UserError("runs.not_active", name=run["name"], status=run["status"])
+        active = list_tasks(store, run["id"], ACTIVE_TASK_STATUSES)
+        in_run = {lid: t["idx"] for t in active for lid in t["label_ids"]}
+        for label_id in label_ids:
+            label = get_label(store, label_id)
+            if label["id"] in in_run:
+                raise UserError("runs.label_in_run", name=label["name"], idx=in_run[label["id"]])
+            if label["status"] not in ("approved", "trained"):
+                raise UserError("runs.label_not_approved", name=label["name"], status=label["status"])
+        require_ready(store, label_ids)
+        idx = max((t["idx"] for t in active), default=-1) + 1
+        # A failed or cancelled task leaves its row (and index) free for the next request.
+        existing = store.query_one("SELECT id FROM tasks WHERE run_id = ? AND idx = ?", (run["id"], idx))
+        if existing is not None:
+            task_id = existing["id"]
+            store.execute("UPDATE tasks SET label_ids = ?, status = 'queued', created_at = ? WHERE id = ?",
+                          (json.dumps(label_ids), now_iso(), task_id))
+        else:
+            task_id = store.db["tasks"].insert({
+                "run_id": run["id"], "idx": idx, "label_ids": json.dumps(label_ids), "status": "queued",
+                "created_at": now_iso()}).last_pk
+        job_id = jobs.enqueue(store, actor, "train", {
+            "task_id": task_id, "task_idx": idx, "label_ids": label_ids, "overrides": overrides}, run_id=run["id"])
+        store.audit(actor.username, "task.request", "task", task_id, run_id=run["id"], idx=idx,
+                    label_ids=label_ids, overrides=overrides, job_id=job_id)
+    task = _decode_task(store.query_one("SELECT * FROM tasks WHERE id = ?", (task_id,)))
+    return {"task": task, "job_id": job_id}
+
+
+def active_job(store: Store, run_id: int) -> dict | None:
+    """The run's running job, else its oldest queued one, else None."""
+    for status in ("running", "queued"):
+        row = store.query_one("SELECT id FROM jobs WHERE run_id = ? AND status = ? ORDER BY id LIMIT 1",
+                              (int(run_id), status))
+        if row:
+            return jobs.get_job(store, row["id"])
+    return None
+
+
+# ---- metrics -----------------------------------------------------------------------------------------
+
+def accuracy_matrix(store: Store, run_id: int, task_aware: bool = False) -> list[list[float]]:
+    """acc[t][u] (u ≤ t) of the run's completed tasks, from the ``metrics`` table."""
+    column = "acc_task_aware" if task_aware else "acc"
+    rows = store.query(f"SELECT trained_task, eval_task, {column} AS v FROM metrics WHERE run_id = ? "
+                       "ORDER BY trained_task, eval_task", (int(run_id),))
+    n = len(done_tasks(store, run_id))
+    matrix = [[math.nan] * (t + 1) for t in range(n)]
+    for r in rows:
+        t, u = r["trained_task"], r["eval_task"]
+        if t < n and u <= t:
+            matrix[t][u] = float("nan") if r["v"] is None else float(r["v"])
+    return matrix
+
+
+def run_summary(store: Store, run_id: int) -> dict:
+    """Matrix, task-aware matrix, class counts, and ``core.sg.metrics.summarize`` of the run (or
+    ``summary=None`` when no task is complete or a cell is missing)."""
+    tasks = done_tasks(store, run_id)
+    acc, aware = accuracy_matrix(store, run_id), accuracy_matrix(store, run_id, task_aware=True)
+    counts = [len(t["label_ids"]) for t in tasks]
+    summary = None
+    if acc:
+        try:
+            summary = summarize(acc, counts, aware if all(not math.isnan(v) for r in aware for v in r) else None)
+        except ValueError:
+            summary = None
+    return {"tasks": tasks, "acc": acc, "acc_task_aware": aware, "counts": counts, "summary": summary}
+
+
+def metrics_csv(store: Store, actor: Actor, run_id: int) -> str:
+    """The run's metrics rows as CSV (one row per trained_task × eval_task), for download."""
+    require(actor, "report.export")
+    run = get_run(store, run_id)
+    rows = store.query("SELECT * FROM metrics WHERE run_id = ? ORDER BY trained_task, eval_task", (run["id"],))
+    tasks = {t["idx"]: t for t in list_tasks(store, run["id"])}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["run_id", "run_name", "encoder", "trained_task", "eval_task", "eval_task_label_ids",
+                     "acc", "acc_task_aware", "n_classes", "n_images"])
+    for r in rows:
+        labels = tasks.get(r["eval_task"], {}).get("label_ids", [])
+        writer.writerow([run["id"], run["name"], run["encoder"], r["trained_task"], r["eval_task"],
+                         " ".join(map(str, labels)), f"{r['acc']:.6f}",
+                         "" if r["acc_task_aware"] is None else f"{r['acc_task_aware']:.6f}",
+                         r["n_classes"], r["n_images"]])
+    store.audit(actor.username, "run.export", "run", run["id"], rows=len(rows))
+    return buf.getvalue()
+
+
+# ---- what SG-RL / SG-KD will use for a proposed task ------------------------------------------------
+
+def soft_label_preview(store: Store, run_id: int, label_ids: Sequence[int], k: int = 3) -> list[dict]:
+    """For each proposed new label: its ``k`` nearest classes already trained in this run (cosine of
+    bare-name features) and the SG-RL soft-target weight q^(y)_c each gets (softmax(κ·S) over all classes
+    the task will see). Empty neighbour lists for the first task."""
+    import torch
+
+    from core.embeddings import label_name_embeddings
+    from core.encoders import load_encoder
+    from core.labels import get_label
+    from core.sg.losses import soft_label_matrix
+
+    run = get_run(store, run_id)
+    trained = [lid for t in done_tasks(store, run["id"]) for lid in t["label_ids"]]
+    new = [int(i) for i in label_ids if int(i) not in trained]
+    if not new:
+        return []
+    labels = [get_label(store, i) for i in trained + new]
+    encoder = load_encoder(run["encoder"], store.home)
+    U = label_name_embeddings(store, encoder, labels)
+    kappa = float(run["config"].get("softness", 13.0))
+    soft = soft_label_matrix(U, kappa)
+    sims = U @ U.t()
+    out = []
+    for j, label in enumerate(labels[len(trained):]):
+        row = len(trained) + j
+        nearest = []
+        if trained:
+            top = torch.topk(sims[row, :len(trained)], min(k, len(trained)))
+            for score, pos in zip(top.values.tolist(), top.indices.tolist()):
+                nearest.append({"label_id": labels[pos]["id"], "name": labels[pos]["canonical"],
+                                "cosine": float(score), "soft_weight": float(soft[row, pos])})
+        out.append({"label_id": label["id"], "name": label["canonical"], "self_weight": float(soft[row, row]),
+                    "neighbours": nearest})
+    return out
