@@ -38,7 +38,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -234,6 +234,10 @@ def normalise_image(data: bytes, max_bytes: int, max_pixels: int) -> Normalised:
                 if fmt not in SUPPORTED_FORMATS:
                     raise _Rejected("images.unsupported_format", format=fmt or "?")
                 width, height = probe.size
+                # Same test as Pillow's warning tier, made explicit: catch_warnings is process-wide
+                # state, so another thread could reset the filter between open() and here.
+                if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+                    raise _Rejected("images.decompression_bomb")
                 if width * height > max_pixels:
                     raise _Rejected("images.too_many_pixels", width=width, height=height,
                                     mp=f"{width * height / 1e6:.1f}", limit=f"{max_pixels / 1e6:.0f}")
