@@ -44,10 +44,10 @@ from core.i18n import UserError, register
 DEFAULT_SPEC = "e5"
 SUGGESTED_CLIP_SPEC = "openclip:xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k"
 
-# κ (softness) of the SG targets for e5: CLIP text cosines between different labels spread over
-# roughly 0.5–0.9, e5's over 0.8–0.95 (spec/encoders.md), i.e. about 3–4× narrower, so the CLIP
-# value 13 is scaled by ~4. Provisional: the learner owns the measured value.
-E5_SOFTNESS = 50.0
+# κ (softness) of the SG targets for e5, as measured by the learner (core/sg/learner.py,
+# DEFAULT_SOFTNESS["e5"]): e5's gap 1 − cos between labels is ~0.60× CLIP's, so κ = 13 / 0.60 ≈ 22
+# gives on e5 the soft targets κ = 13 gives on CLIP. Kept equal to the learner's value.
+E5_SOFTNESS = 22.0
 CLIP_SOFTNESS = 13.0
 # Logit scale of the e5 mode (image tower trained against fixed e5 label vectors). The label
 # vectors sit close together (pairwise cosine 0.8–0.95), so the classifier needs a sharp
