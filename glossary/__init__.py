@@ -1,0 +1,30 @@
+"""Japanese/English term normalisation and tiered glossary lookup (spec/japanese-normalization.md §3).
+
+Pure text: depends on fugashi + unidic-lite only; no torch, no Streamlit, no SQLite.
+
+    from glossary import Glossary, starter_path
+    g = Glossary.from_csv(starter_path())
+    r = g.lookup("ｻﾋﾞ")          # r.auto, r.entry_id == "defect.rust", r.tier == "basic"/"kana"/…
+    g.lint()                      # keys shared by two or more entries
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .lookup import Glossary, replace_entry
+from .model import (AUTO_TIERS, STATUSES, TIERS, Collision, GlossaryCSVError, GlossaryEntry, GlossaryError,
+                    LookupResult, Suggestion)
+from .normalize import basic_key, english_key, is_kana_only, kana_key, normalize_chars
+
+__all__ = [
+    "Glossary", "GlossaryEntry", "LookupResult", "Suggestion", "Collision", "GlossaryError",
+    "GlossaryCSVError", "normalize_chars", "basic_key", "kana_key", "english_key", "is_kana_only",
+    "starter_path", "TIERS", "AUTO_TIERS", "STATUSES", "replace_entry",
+]
+
+
+def starter_path() -> Path:
+    """Path of the bundled starter glossary (``glossary/data/starter_glossary.csv``)."""
+    from importlib.resources import files
+
+    return Path(str(files(__name__).joinpath("data", "starter_glossary.csv")))
