@@ -25,7 +25,7 @@ SESSION_IDLE_SECONDS = 8 * 3600
 # (file, title key, icon, who sees it in the menu — services check permissions again)
 PAGES = [
     ("pages/labels.py", "nav.labels", ":material/label:", None),
-    ("pages/glossary.py", "nav.glossary", ":material/translate:", None),
+    ("pages/glossary_terms.py", "nav.glossary", ":material/translate:", None),
     ("pages/neighbours.py", "nav.neighbours", ":material/hub:", None),
     ("pages/images.py", "nav.images", ":material/photo_library:", None),
     ("pages/train.py", "nav.train", ":material/model_training:", None),

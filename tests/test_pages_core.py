@@ -50,7 +50,7 @@ def test_labels_page_requires_login(tmp_path):
 
 
 def test_glossary_page_renders_search_and_lint(tmp_path):
-    at = _page("pages/glossary.py", tmp_path, Actor("rei", "reviewer"), lang="en")
+    at = _page("pages/glossary_terms.py", tmp_path, Actor("rei", "reviewer"), lang="en")
     at.run()
     assert not at.exception
     at.text_input(key="gloss_search").input("さび").run()
@@ -69,3 +69,18 @@ def test_app_shows_login_first(tmp_path, monkeypatch):
     at.button[0].click().run()
     assert not at.exception
     assert at.session_state["actor"] == Actor("admin", "admin")
+
+
+def test_no_page_file_shadows_an_importable_module():
+    # Streamlit puts pages/ first on sys.path when it runs a page, so pages/glossary.py would hide the
+    # glossary package from every core module the page imports.
+    import importlib.util
+    import sys
+
+    pages_dir = REPO / "pages"
+    sys_path = [p for p in sys.path if Path(p or ".").resolve() != pages_dir]
+    for page in pages_dir.glob("*.py"):
+        if page.stem in ("__init__",):
+            continue
+        spec = importlib.util.find_spec(page.stem) if page.stem not in sys.modules else sys.modules[page.stem].__spec__
+        assert spec is None or Path(spec.origin or "").resolve().parent == pages_dir, page.name
