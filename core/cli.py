@@ -100,10 +100,17 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- experiment (core/experiment.py; torch is imported only when it runs) -----------------------
+def add_experiment(sub, common) -> None:
+    from core.experiment import add_experiment_parser
+    add_experiment_parser(sub, common)
+
+
 # Register a command with one line here.
 COMMANDS = [
     add_import_folder,
     add_export,
+    add_experiment,
 ]
 
 
