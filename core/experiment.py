@@ -95,7 +95,7 @@ METHODS: dict[str, MethodSpec] = {
 #: lr 0.01 are for fine-tuning one pretrained CLIP block; a CNN trained from scratch on a few hundred
 #: images per task needs many more SGD steps.  Used when the encoder has no pretrained image side
 #: and the option is not given; CLIP encoders keep the LearnerConfig (reference) defaults.
-SCRATCH_DEFAULTS = {"epochs": 30, "batch_size": 64, "lr": 0.05, "width": 16}
+SCRATCH_DEFAULTS = {"epochs": 16, "batch_size": 64, "lr": 0.01, "width": 16}
 
 
 def class_display_name(folder: str) -> str:
