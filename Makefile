@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export SGCL_HOME ?= $(CURDIR)/sgcl-data
 PORT ?= 8501
 
-.PHONY: install run worker test bench clean-data
+.PHONY: install browser-deps run worker test bench clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,18 @@ run: install
 worker: install
 	$(PY) -m core.worker
 
-test: install
+# The real-browser test drives Debian's chromium (never a browser build downloaded by a test tool);
+# a Japanese font makes its screenshots readable. Installed through apt when missing and we are root;
+# otherwise that test fails and says why.
+CHROMIUM ?= /usr/bin/chromium
+browser-deps:
+	@if [ ! -x $(CHROMIUM) ] || ! dpkg -s fonts-ipafont-gothic >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-ipafont-gothic >/dev/null; \
+	  else echo "note: $(CHROMIUM) or fonts-ipafont-gothic missing and not root: install them with apt" >&2; fi; \
+	fi
+
+test: install browser-deps
 	$(PY) -m pytest -q -ra
 
 bench: install

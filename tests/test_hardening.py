@@ -420,8 +420,16 @@ def _app(home, monkeypatch):
     return at
 
 
-def test_idle_session_expires_and_asks_for_login_again(tmp_path, monkeypatch):
-    at = _app(tmp_path, monkeypatch)
+@pytest.fixture
+def app_home(tmp_path):
+    """A data home for app.py, whose first run spawns a background worker: stop it afterwards."""
+    from tests.browser.harness import stop_workers
+    yield tmp_path
+    stop_workers(tmp_path)
+
+
+def test_idle_session_expires_and_asks_for_login_again(app_home, monkeypatch):
+    at = _app(app_home, monkeypatch)
     at.session_state["actor"] = Actor("admin", "admin")
     at.session_state["last_seen"] = time.time() - 9 * 3600          # idle longer than the limit
     at.run()
