@@ -53,6 +53,16 @@ def _label_with_images(store, name="錆", n=6, seed=0):
     return label
 
 
+def _folder_to_import(store):
+    """A server-side folder ``<class>/<file>`` whose class matches an approved label."""
+    _label(store, "錆")
+    root = store.home.parent / "to-import"
+    (root / "錆").mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        (root / "錆" / f"{i}.png").write_bytes(png(50 + i))
+    return root
+
+
 def _user(store, username="someone", role="expert"):
     from core import users
     users.create_user(store, SYSTEM, username, "long-enough-pw", role)
@@ -137,6 +147,8 @@ CASES = [
     Case("images.delete_images", "core.images", REVIEWERS, lambda s: _label_with_images(s, "錆", 2),
          lambda s, a, l: _m("core.images").delete_images(
              s, a, [r["id"] for r in _m("core.images").list_images(s, l["id"])])),
+    Case("images.import_folder", "core.images", WRITERS, _folder_to_import,
+         lambda s, a, root: _m("core.images").import_folder(s, a, root)),
     # training
     Case("runs.create_run", "core.runs", WRITERS, lambda s: None,
          lambda s, a, _: _m("core.runs").create_run(s, a, "mine", encoder="tiny-test")),
