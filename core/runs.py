@@ -293,8 +293,7 @@ def metrics_csv(store: Store, actor: Actor, run_id: int) -> str:
                          " ".join(map(str, labels)), f"{r['acc']:.6f}",
                          "" if r["acc_task_aware"] is None else f"{r['acc_task_aware']:.6f}",
                          r["n_classes"], r["n_images"]])
-    store.audit(actor.username, "run.export", "run", run["id"], rows=len(rows))
-    return buf.getvalue()
+    return buf.getvalue()  # not audited: it is rendered with every History page view (a read)
 
 
 # ---- what SG-RL / SG-KD will use for a proposed task ------------------------------------------------

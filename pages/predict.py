@@ -1,0 +1,76 @@
+"""Predict: classify one image with a run's latest completed task."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import runs
+from core.i18n import register
+from core.images import UPLOAD_EXTENSIONS, image_path
+from core.training import predict_image
+from pages.ui import page_context, run_action
+
+register({
+    "pr.title": {"ja": "推論", "en": "Predict"},
+    "pr.no_runs": {"ja": "完了したタスクのあるランがまだありません。", "en": "No run has a completed task yet."},
+    "pr.run": {"ja": "ラン", "en": "Run"},
+    "pr.model": {"ja": "タスク {idx} までを学習したモデル（{classes} クラス）· {encoder}",
+                 "en": "Model after task {idx} ({classes} classes) · {encoder}"},
+    "pr.upload": {"ja": "画像をアップロード", "en": "Upload an image"},
+    "pr.sample": {"ja": "または評価用画像から選ぶ", "en": "Or pick a holdout image"},
+    "pr.none": {"ja": "（選ばない）", "en": "(none)"},
+    "pr.top_k": {"ja": "上位件数", "en": "Top k"},
+    "pr.results": {"ja": "予測（タスク {idx} 時点のモデル）", "en": "Predictions (model after task {idx})"},
+    "pr.col.rank": {"ja": "順位", "en": "Rank"},
+    "pr.col.canonical": {"ja": "クラス", "en": "Class"},
+    "pr.col.reading": {"ja": "読み", "en": "Reading"},
+    "pr.col.en": {"ja": "英語", "en": "English"},
+    "pr.col.score": {"ja": "スコア", "en": "Score"},
+    "pr.truth": {"ja": "正解ラベル: {name}", "en": "True label: {name}"},
+})
+
+ctx = page_context()
+store, actor = ctx.store, ctx.actor
+st.title(ctx.t("pr.title"))
+
+ready = [r for r in runs.list_runs(store) if runs.done_tasks(store, r["id"])]
+if not ready:
+    st.info(ctx.t("pr.no_runs"))
+    st.stop()
+
+run = st.selectbox(ctx.t("pr.run"), ready, key="pr_run", format_func=lambda r: f"#{r['id']} {r['name']} ({r['encoder']})")
+done = runs.done_tasks(store, run["id"])
+st.caption(ctx.t("pr.model", idx=done[-1]["idx"], classes=sum(len(t["label_ids"]) for t in done), encoder=run["encoder"]))
+k = st.slider(ctx.t("pr.top_k"), 1, 10, 5, key="pr_k")
+
+uploaded = st.file_uploader(ctx.t("pr.upload"), type=[e for e in UPLOAD_EXTENSIONS if e != "zip"], key="pr_upload")
+trained_ids = [lid for t in done for lid in t["label_ids"]]
+marks = ",".join("?" * len(trained_ids))
+samples = store.query(f"SELECT i.*, l.name AS label_name FROM images i JOIN labels l ON l.id = i.label_id "
+                      f"WHERE i.split = 'holdout' AND i.label_id IN ({marks}) ORDER BY i.label_id, i.id LIMIT 200",
+                      tuple(trained_ids))
+none = {"id": None}
+sample = st.selectbox(ctx.t("pr.sample"), [none] + samples, key="pr_sample",
+                      format_func=lambda r: ctx.t("pr.none") if r["id"] is None
+                      else f"#{r['id']} {r['label_name']} · {r['original_name']}")
+
+data, truth = None, None
+if uploaded is not None:
+    data = uploaded.getvalue()
+elif sample["id"] is not None:
+    data, truth = image_path(store, sample).read_bytes(), sample["label_name"]
+
+if data is not None:
+    result = run_action(ctx, predict_image, store, actor, run["id"], data, k)
+    if result:
+        left, right = st.columns([1, 2])
+        left.image(data, width=160)
+        if truth:
+            left.caption(ctx.t("pr.truth", name=truth))
+        right.markdown(f"**{ctx.t('pr.results', idx=result['task'])}**")
+        right.dataframe(pd.DataFrame([{
+            ctx.t("pr.col.rank"): rank, ctx.t("pr.col.canonical"): p["canonical"],
+            ctx.t("pr.col.reading"): p["reading"], ctx.t("pr.col.en"): p["en"], ctx.t("pr.col.score"): p["score"]}
+            for rank, p in enumerate(result["predictions"], start=1)]), hide_index=True,
+            column_config={ctx.t("pr.col.score"): st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
+                                                                                    format="%.3f")})
