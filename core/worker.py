@@ -188,11 +188,15 @@ class Worker:
                 if once and state is not None:
                     break
                 if state is None:
-                    if once or exit_when_idle:
+                    if once or (exit_when_idle and not self._pending()):
                         break
                     self.stopping.wait(self.poll)
         finally:
             self.unregister()
+
+    def _pending(self) -> bool:
+        """Anything queued, or running elsewhere (it may go stale and come back to the queue)."""
+        return self.store.query_one("SELECT COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running')")["n"] > 0
 
     def install_signal_handlers(self) -> None:
         def handle(signum, frame):
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.worker", description="sgcl-studio background worker")
     parser.add_argument("--home", default=None, help="data home (default: $SGCL_HOME or ./sgcl-data)")
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
-    parser.add_argument("--exit-when-idle", action="store_true", help="exit when no job is runnable")
+    parser.add_argument("--exit-when-idle", action="store_true", help="exit once no job is queued or running")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between queue polls when idle")
     parser.add_argument("--stale-after", type=float, default=None,
                         help="seconds without heartbeat before a running job is re-queued "
