@@ -41,8 +41,8 @@ register({
                                 "en": "Label '{name}' is '{status}'; only approved labels can be trained."},
     "runs.label_in_run": {"ja": "ラベル「{name}」はこのランのタスク {idx} に既に含まれています。",
                           "en": "Label '{name}' is already in task {idx} of this run."},
-    "runs.bad_config": {"ja": "設定「{key}」の値「{value}」が不正です: {reason}",
-                        "en": "Invalid value '{value}' for '{key}': {reason}"},
+    "runs.bad_config": {"ja": "設定「{setting}」の値「{value}」が不正です: {reason}",
+                        "en": "Invalid value '{value}' for '{setting}': {reason}"},
     "runs.no_checkpoint": {"ja": "このランにはまだ完了したタスクがありません。",
                            "en": "This run has no completed task yet."},
     "runs.reason.not_approved": {"ja": "未承認（{status}）", "en": "not approved ({status})"},
@@ -69,7 +69,7 @@ def _check_value(key: str, value):
     """Coerce and validate one configuration value (raises UserError)."""
     field_types = {f.name: f.type for f in dataclasses.fields(LearnerConfig)}
     if key not in field_types:
-        raise UserError("runs.bad_config", key=key, value=value, reason="unknown setting")
+        raise UserError("runs.bad_config", setting=key, value=value, reason="unknown setting")
     try:
         if key in ("epochs", "batch_size", "exemplars_per_class", "seed", "trainable_blocks"):
             value = int(value)
@@ -85,7 +85,7 @@ def _check_value(key: str, value):
             if not math.isfinite(value) or value < 0 or (key in ("lr", "T") and value == 0):
                 raise ValueError("must be a positive number")
     except (TypeError, ValueError) as exc:
-        raise UserError("runs.bad_config", key=key, value=value, reason=str(exc)) from None
+        raise UserError("runs.bad_config", setting=key, value=value, reason=str(exc)) from None
     return value
 
 
@@ -93,7 +93,7 @@ def _clean_overrides(overrides: dict | None, allowed: Sequence[str]) -> dict:
     out = {}
     for key, value in (overrides or {}).items():
         if key not in allowed:
-            raise UserError("runs.bad_config", key=key, value=value, reason="cannot be changed here")
+            raise UserError("runs.bad_config", setting=key, value=value, reason="cannot be changed here")
         out[key] = _check_value(key, value)
     return out
 

@@ -225,10 +225,10 @@ def live_progress(run_id: int) -> None:
             st.caption(" · ".join(bits))
         curve = detail.get("curve") or []
         if curve:
-            frame = pd.DataFrame(curve).melt(id_vars=["step", "epoch"], var_name="term", value_name="loss")
+            frame = pd.DataFrame(curve).melt(id_vars=["step", "epoch"], var_name="term", value_name="value")
             chart = alt.Chart(frame).mark_line().encode(
-                x=alt.X("step:Q", title=ctx.t("tr.step")), y=alt.Y("loss:Q", title=ctx.t("tr.loss")),
-                color="term:N", tooltip=["step", "epoch", "term", "loss"])
+                x=alt.X("step:Q", title=ctx.t("tr.step")), y=alt.Y("value:Q", title=ctx.t("tr.loss")),
+                color=alt.Color("term:N", title=ctx.t("tr.loss")), tooltip=["step", "epoch", "term", "value"])
             st.altair_chart(chart, width="stretch")
         if actor.can("job.cancel") and not job["cancel_requested"]:
             if st.button(ctx.t("tr.cancel"), key=f"tr_cancel_{job['id']}"):
