@@ -102,18 +102,28 @@ class StreamlitServer:
             self._log.close()
 
 
+def _gone(pid: int) -> bool:
+    """True when the process has exited (a zombie counts: it only waits for its parent to reap it)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)          # reap it if it is our child (AppTest spawns workers in-process)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"
+
+
 def _stop_group(pgid: int, grace: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
+        if _gone(pgid):
             return
-        time.sleep(0.2)
+        time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+    _gone(pgid)
 
 
 def stop_workers(home: Path) -> list[int]:
@@ -204,8 +214,17 @@ class App:
     def choose(self, key: str, option: str) -> "App":
         """Pick ``option`` (visible text, substring) in a selectbox or multiselect."""
         # Streamlit 1.5x+ draws select boxes as react-aria combo boxes (older ones as baseweb selects).
-        self.keyed(key).locator('[role="combobox"], [data-baseweb="select"]').first.click()
+        # The list may not open when the click lands during a rerun: retry a few times.
+        box = self.keyed(key).locator('[role="combobox"], [data-baseweb="select"]').first
         options = self.page.get_by_role("option")
+        for attempt in range(4):
+            box.click()
+            try:
+                options.first.wait_for(state="visible", timeout=5_000)
+                break
+            except Exception:
+                self.page.keyboard.press("Escape")
+                self.idle()
         try:
             options.filter(has_text=option).first.click(timeout=10_000)
         except Exception as exc:
