@@ -20,7 +20,6 @@ register({
 })
 
 ROOT = Path(__file__).resolve().parent
-SESSION_IDLE_SECONDS = 8 * 3600
 
 # (file, title key, icon, who sees it in the menu — services check permissions again)
 PAGES = [
@@ -80,7 +79,9 @@ def _login_page() -> None:
 _bootstrap()
 
 actor = st.session_state.get("actor")
-if actor is not None and time.time() - st.session_state.get("last_seen", time.time()) > SESSION_IDLE_SECONDS:
+from core.settings import session_idle_seconds  # noqa: E402
+
+if actor is not None and time.time() - st.session_state.get("last_seen", time.time()) > session_idle_seconds(ctx.store):
     st.session_state.pop("actor", None)
     actor = None
     st.warning(t("login.expired", lang))

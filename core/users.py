@@ -28,6 +28,8 @@ register({
     "auth.bad_role": {"ja": "不明なロール「{role}」です。", "en": "Unknown role '{role}'."},
     "auth.short_password": {"ja": "パスワードは {n} 文字以上にしてください。",
                             "en": "Passwords need at least {n} characters."},
+    "auth.last_admin": {"ja": "最後の有効な管理者は降格・無効化できません。先に別の管理者を作成してください。",
+                        "en": "The last active admin cannot be demoted or disabled; create another admin first."},
     "auth.bad_username": {"ja": "ユーザー名には英数字と . _ - だけを使えます。",
                           "en": "User names may only use letters, digits and . _ -"},
 })
@@ -69,12 +71,23 @@ def list_users(store: Store, actor: Actor) -> list[dict]:
                        "FROM users ORDER BY username")
 
 
+def _refuse_removing_last_admin(store: Store, user: dict) -> None:
+    # Nobody could manage users or settings again (short of editing the database by hand).
+    if user["role"] == "admin" and user["active"]:
+        others = store.query_one("SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND active = 1 "
+                                 "AND username != ?", (user["username"],))["n"]
+        if others == 0:
+            raise UserError("auth.last_admin")
+
+
 def set_role(store: Store, actor: Actor, username: str, role: str) -> dict:
     require(actor, "user.manage")
     if role not in ROLES:
         raise UserError("auth.bad_role", role=role)
     with store.transaction():
         before = get_user(store, username)
+        if role != "admin":
+            _refuse_removing_last_admin(store, before)
         store.execute("UPDATE users SET role = ?, version = version + 1 WHERE username = ?", (role, username))
         store.audit(actor.username, "user.role", "user", username, before=before["role"], after=role)
     return get_user(store, username)
@@ -83,7 +96,9 @@ def set_role(store: Store, actor: Actor, username: str, role: str) -> dict:
 def set_active(store: Store, actor: Actor, username: str, active: bool) -> dict:
     require(actor, "user.manage")
     with store.transaction():
-        get_user(store, username)
+        user = get_user(store, username)
+        if not active:
+            _refuse_removing_last_admin(store, user)
         store.execute("UPDATE users SET active = ?, failed_logins = 0, locked_until = NULL WHERE username = ?",
                       (int(active), username))
         store.audit(actor.username, "user.activate" if active else "user.deactivate", "user", username)

@@ -39,6 +39,9 @@ register({
     "lp.alias": {"ja": "別名を追加", "en": "Add alias"},
     "lp.aliases": {"ja": "別名: {aliases}", "en": "Aliases: {aliases}"},
     "lp.done": {"ja": "保存しました。", "en": "Saved."},
+    "lp.changed_meanwhile": {"ja": "このラベルは表示後に他のユーザーが更新しました（表示時の版 {seen}、現在 {current}）。",
+                             "en": "Someone else changed this label since you opened it (you saw version {seen}, now {current})."},
+    "lp.reload": {"ja": "最新の内容を読み込む", "en": "Load the latest version"},
     "lp.neighbours": {"ja": "意味的に近い既存ラベル", "en": "Semantically closest existing labels"},
     "lp.merge_suggest": {"ja": "「{name}」に統合", "en": "Merge into '{name}'"},
     "lp.neighbours_unavailable": {"ja": "近傍を計算できません: {reason}", "en": "Neighbours unavailable: {reason}"},
@@ -110,7 +113,20 @@ if actor.can("label.review") and active:
     proposed_first = sorted(active, key=lambda r: (r["status"] != "proposed", r["id"]))
     label = st.selectbox(ctx.t("lp.pick"), proposed_first, key="review_pick",
                          format_func=lambda r: f"#{r['id']} {r['name']} → {r['canonical']} ({ctx.t('status.' + r['status'])})")
-    version = label["version"]   # what this reviewer saw: a save over a newer version is refused
+    # The version this reviewer saw when the label was first shown to them. It is kept across reruns, so
+    # a save after someone else's edit is refused (err.stale_version) instead of silently overwriting it.
+    seen_key = f"seen_version_{label['id']}"
+    version = st.session_state.setdefault(seen_key, label["version"])
+    if version != label["version"]:
+        st.warning(ctx.t("lp.changed_meanwhile", current=label["version"], seen=version))
+        if st.button(ctx.t("lp.reload"), key=f"reload_{label['id']}"):
+            st.session_state.pop(seen_key, None)
+            st.rerun()
+
+    def saved(result) -> bool:
+        if result:
+            st.session_state.pop(seen_key, None)   # the next render pins the new version
+        return bool(result)
     aliases = label_service.aliases(store, label["id"])
     if aliases:
         st.caption(ctx.t("lp.aliases", aliases=", ".join(a["text"] for a in aliases)))
@@ -134,23 +150,24 @@ if actor.can("label.review") and active:
                 st.warning(nd.message(ctx.lang))
                 if label["status"] in ("proposed", "approved") and st.button(
                         ctx.t("lp.merge_suggest", name=nd.nearest.name), key="merge_suggested"):
-                    if run_action(ctx, label_service.merge, store, actor, label["id"], nd.nearest.label_id,
-                                  expected_version=version, success=ctx.t("lp.done")):
+                    if saved(run_action(ctx, label_service.merge, store, actor, label["id"], nd.nearest.label_id,
+                                        expected_version=version, success=ctx.t("lp.done"))):
                         st.rerun()
 
     cols = st.columns(3)
     for col, action in zip(cols, ("approve", "reject", "retire")):
         allowed_from, _ = label_service.TRANSITIONS[action]
         if col.button(ctx.t(f"lp.{action}"), disabled=label["status"] not in allowed_from, key=f"do_{action}"):
-            if run_action(ctx, getattr(label_service, action), store, actor, label["id"], version,
-                          success=ctx.t("lp.done")):
+            if saved(run_action(ctx, getattr(label_service, action), store, actor, label["id"], version,
+                                success=ctx.t("lp.done"))):
                 st.rerun()
 
     with st.form("rename_form"):
-        new_name = st.text_input(ctx.t("lp.new_name"), value=label["name"])
+        # keyed per label: what the reviewer typed survives a refused save
+        new_name = st.text_input(ctx.t("lp.new_name"), value=label["name"], key=f"rename_{label['id']}")
         if st.form_submit_button(ctx.t("lp.rename")):
-            if run_action(ctx, label_service.rename, store, actor, label["id"], new_name, version,
-                          success=ctx.t("lp.done")):
+            if saved(run_action(ctx, label_service.rename, store, actor, label["id"], new_name, version,
+                                success=ctx.t("lp.done"))):
                 st.rerun()
 
     targets = [r for r in active if r["id"] != label["id"]]
@@ -159,8 +176,8 @@ if actor.can("label.review") and active:
             target = st.selectbox(ctx.t("lp.merge_into"), targets,
                                   format_func=lambda r: f"#{r['id']} {r['name']} → {r['canonical']}")
             if st.form_submit_button(ctx.t("lp.merge")):
-                if run_action(ctx, label_service.merge, store, actor, label["id"], target["id"],
-                              expected_version=version, success=ctx.t("lp.done")):
+                if saved(run_action(ctx, label_service.merge, store, actor, label["id"], target["id"],
+                                    expected_version=version, success=ctx.t("lp.done"))):
                     st.rerun()
 
 if actor.can("label.alias") and active:

@@ -59,9 +59,18 @@ def test_glossary_page_renders_search_and_lint(tmp_path):
 
 
 def test_app_shows_login_first(tmp_path, monkeypatch):
+    from tests.browser.harness import stop_workers
+
     monkeypatch.setenv("SGCL_ADMIN_PASSWORD", "adminpass123")
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     at.session_state["sgcl_home"] = str(tmp_path)
+    try:
+        _login_as_admin(at)
+    finally:
+        stop_workers(tmp_path)   # the app starts a background worker for its data home
+
+
+def _login_as_admin(at):
     at.run()
     assert not at.exception
     at.text_input[0].input("admin")

@@ -67,3 +67,17 @@ def test_only_admin_manages_users(store, admin, reviewer):
         users.create_user(store, admin, "../bob", "longenough", "expert")
     with pytest.raises(UserError):
         users.create_user(store, admin, "bob", "longenough", "superuser")
+
+
+def test_last_active_admin_cannot_be_demoted_or_disabled(store, monkeypatch):
+    monkeypatch.setenv("SGCL_ADMIN_PASSWORD", "adminpass123")
+    users.ensure_admin(store)
+    boss = Actor("admin", "admin")
+    for change in (lambda: users.set_role(store, boss, "admin", "reviewer"),
+                   lambda: users.set_active(store, boss, "admin", False)):
+        with pytest.raises(UserError) as err:
+            change()
+        assert err.value.key == "auth.last_admin"
+    assert users.get_user(store, "admin")["role"] == "admin"
+    users.create_user(store, boss, "second", "adminpass456", "admin")
+    assert users.set_role(store, boss, "admin", "reviewer")["role"] == "reviewer"
