@@ -155,3 +155,13 @@ def test_rejects_out_of_order_tasks_and_bad_labels(data):
     u, w = _text_feats(6)
     with pytest.raises(ValueError):  # labels 0/1 but only one class in the table
         learner.learn_task(0, data[0][0], u[:1], w[:1], [0])
+
+
+def test_encoder_family_defaults_keep_the_reference_schedule_for_clip():
+    from core.sg.learner import LearnerConfig
+
+    clip = LearnerConfig.for_encoder("clip")
+    assert (clip.epochs, clip.batch_size, clip.lr, clip.softness) == (10, 256, 0.01, 13.0)
+    e5 = LearnerConfig.for_encoder("e5")
+    assert (e5.epochs, e5.batch_size, e5.softness) == (16, 64, 22.0)
+    assert LearnerConfig.for_encoder("e5", epochs=3).epochs == 3      # a run's own choice wins
