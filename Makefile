@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The worker runs beside the app and stops with it (Ctrl-C); the app would also start one itself.
 run: install
+	$(PY) -m core.cli init
+	$(PY) -m core.worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true
 
 worker: install

@@ -100,6 +100,27 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- init ------------------------------------------------------------------------------------------
+def add_init(sub, common) -> None:
+    p = sub.add_parser("init", parents=[common],
+                       help="create/migrate the data home, seed the starter glossary and the first admin")
+    p.set_defaults(func=run_init)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """What `make run` does before starting the app, so the first-start admin password is printed on the
+    console at start-up rather than when the first browser connects."""
+    from core.glossary_store import seed_if_empty
+    from core.users import ensure_admin
+
+    store = open_store(args)
+    ensure_admin(store)
+    added = seed_if_empty(store)
+    print(f"data home {store.home} ready (schema v{store.schema_version}"
+          + (f", {added} starter glossary entries" if added else "") + ")")
+    return 0
+
+
 # ---- experiment (core/experiment.py; torch is imported only when it runs) -----------------------
 def add_experiment(sub, common) -> None:
     from core.experiment import add_experiment_parser
@@ -108,6 +129,7 @@ def add_experiment(sub, common) -> None:
 
 # Register a command with one line here.
 COMMANDS = [
+    add_init,
     add_import_folder,
     add_export,
     add_experiment,

@@ -107,3 +107,17 @@ def test_import_shared_dataset_subset(tmp_path, capsys, dataset, classes):
     for cls in classes:
         assert counts[cls]["n_train"] == expected[(cls, "train")]
         assert counts[cls]["n_holdout"] == expected[(cls, "test")]
+
+
+def test_init_prepares_a_fresh_home_and_prints_the_admin_password_once(tmp_path, capsys, monkeypatch):
+    from core.cli import main
+    from core.users import authenticate
+
+    monkeypatch.delenv("SGCL_ADMIN_PASSWORD", raising=False)
+    assert main(["init", "--home", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    password = out.split("password: ")[1].split()[0]
+    assert "starter glossary" in out
+    assert main(["init", "--home", str(tmp_path)]) == 0
+    assert "password" not in capsys.readouterr().out          # shown once only
+    assert authenticate(Store(tmp_path), "admin", password).role == "admin"
