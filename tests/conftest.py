@@ -12,6 +12,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SGCL_SHARED", REPO.parent / "shared"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_default_home(tmp_path_factory):
+    """Code that falls back to the default data home during tests gets a throw-away one (never the
+    developer's ./sgcl-data), and any worker an app run spawned there is stopped at the end."""
+    home = tmp_path_factory.mktemp("default-home")
+    old = os.environ.get("SGCL_HOME")
+    os.environ["SGCL_HOME"] = str(home)
+    yield home
+    from tests.browser.harness import stop_workers
+
+    stop_workers(home)
+    if old is None:
+        os.environ.pop("SGCL_HOME", None)
+    else:
+        os.environ["SGCL_HOME"] = old
+
+
 @pytest.fixture
 def store(tmp_path) -> Store:
     s = Store(tmp_path / "home")
