@@ -151,7 +151,8 @@ class Neighbour:
     status: str = ""
 
 
-def _query_vector(store: Store, encoder: Encoder, index: LabelIndex, query: int | str) -> tuple[torch.Tensor, int | None]:
+def _query_vector(store: Store, encoder: Encoder, index: LabelIndex, query: int | str,
+                  resolve_glossary: bool = True) -> tuple[torch.Tensor, int | None]:
     if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
         label_id = int(query)
         pos = index.position.get(label_id)
@@ -162,15 +163,30 @@ def _query_vector(store: Store, encoder: Encoder, index: LabelIndex, query: int 
     text = str(query or "").strip()
     if not text:
         raise UserError("nbr.empty_query")
+    if resolve_glossary:
+        text = query_embed_text(store, text)
     return embed_texts(store, encoder, [text], "name")[0], None
 
 
+def query_embed_text(store: Store, text: str) -> str:
+    """Free text is embedded the way a label would be: a spelling variant the glossary resolves
+    automatically (へこみ → 凹み) is replaced by its entry's text, never embedded raw."""
+    from core.glossary_store import load_glossary
+
+    glossary = load_glossary(store)
+    hit = glossary.lookup(text)
+    if hit.auto and hit.entry_id:
+        return glossary.get(hit.entry_id).text_to_embed
+    return text
+
+
 def neighbours(store: Store, encoder: Encoder, query: int | str, k: int = 10,
-               statuses: Iterable[str] | None = DEFAULT_STATUSES) -> list[Neighbour]:
+               statuses: Iterable[str] | None = DEFAULT_STATUSES, resolve_glossary: bool = True) -> list[Neighbour]:
     """The ``k`` labels (of the given statuses) nearest to a label id or a free text, nearest
-    first, never including the queried label itself."""
+    first, never including the queried label itself. Free text goes through the glossary first
+    (``resolve_glossary``), as a proposed label would."""
     index = label_index(store, encoder)
-    vector, self_id = _query_vector(store, encoder, index, query)
+    vector, self_id = _query_vector(store, encoder, index, query, resolve_glossary)
     if not index.labels or k <= 0:
         return []
     scores = index.matrix @ vector

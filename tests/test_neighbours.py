@@ -55,9 +55,10 @@ def test_status_filter_and_k(catalogue, e5):
     approved_only = neighbours(store, e5, ids["ねじ"], k=100, statuses=("approved",))
     assert len(approved_only) == len(APPROVED) - 1
     assert {n.status for n in approved_only} == {"approved"}
-    default = neighbours(store, e5, "rust", k=100)
+    # these catalogue labels are not linked to glossary entries, so query with the raw text too
+    default = neighbours(store, e5, "rust", k=100, resolve_glossary=False)
     assert "rejected" not in {n.status for n in default}  # rejected labels are hidden by default
-    with_rejected = neighbours(store, e5, "rust", k=1, statuses=("rejected",))
+    with_rejected = neighbours(store, e5, "rust", k=1, statuses=("rejected",), resolve_glossary=False)
     assert with_rejected[0].name == "rust" and with_rejected[0].score > 0.999
 
 
@@ -102,11 +103,12 @@ def test_index_follows_label_changes(tmp_path, e5):
     store = Store(tmp_path)
     for name in ["ねじ", "自転車", "犬"]:
         _insert(store, name, "approved")
-    assert [n.name for n in neighbours(store, e5, "ネジ", k=5)][0] == "ねじ"
+    raw = dict(resolve_glossary=False)   # labels inserted without glossary links: compare raw texts
+    assert [n.name for n in neighbours(store, e5, "ネジ", k=5, **raw)][0] == "ねじ"
     _insert(store, "ネジ", "approved")
-    assert neighbours(store, e5, "ネジ", k=1)[0].name == "ネジ"
+    assert neighbours(store, e5, "ネジ", k=1, **raw)[0].name == "ネジ"
     store.execute("UPDATE labels SET status='retired', version=version+1 WHERE name='ネジ'")
-    assert neighbours(store, e5, "ネジ", k=1)[0].name == "ねじ"
+    assert neighbours(store, e5, "ネジ", k=1, **raw)[0].name == "ねじ"
 
 
 def test_similarity_matrix_is_symmetric_and_clustered(catalogue, e5):
@@ -128,3 +130,13 @@ def test_neighbour_preview_gives_rows_and_verdict(catalogue, e5):
     rows = preview.rows()
     assert [r["rank"] for r in rows] == [1, 2, 3] and rows[0]["label"] == "擦り傷"
     assert preview.near_duplicate.flag
+
+
+def test_free_text_variant_is_embedded_as_its_glossary_canonical(tmp_path):
+    from core.neighbours import query_embed_text
+    from core.store import Store
+
+    store = Store(tmp_path)
+    assert query_embed_text(store, "へこみ") == "凹み"
+    assert query_embed_text(store, "ｷｽﾞ") == "傷"
+    assert query_embed_text(store, "まったく新しい言葉") == "まったく新しい言葉"   # unknown text as typed
