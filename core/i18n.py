@@ -64,6 +64,7 @@ register({
     "nav.admin": {"ja": "管理", "en": "Admin"},
     "nav.audit": {"ja": "監査ログ", "en": "Audit log"},
     "nav.login": {"ja": "ログイン", "en": "Log in"},
+    "ui.choose": {"ja": "選択してください", "en": "Choose options"},
     "auth.login_required": {"ja": "ログインしてください。", "en": "Please log in."},
     # ---- roles / permissions ----
     "role.expert": {"ja": "エキスパート", "en": "expert"},

@@ -95,6 +95,7 @@ if actor.can("label.propose"):
 # ---- list ------------------------------------------------------------------------------------------
 st.subheader(ctx.t("lp.list"))
 statuses = st.multiselect(ctx.t("lp.status_filter"), label_service.STATUSES, default=list(label_service.ACTIVE),
+                          placeholder=ctx.t("ui.choose"),
                           format_func=lambda s: ctx.t(f"status.{s}"), key="status_filter")
 rows = label_service.list_labels(store, statuses)
 if rows:

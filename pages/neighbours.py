@@ -82,7 +82,7 @@ def label_caption(label: dict) -> str:
 
 
 all_statuses = sorted({l["status"] for l in labels})
-statuses = st.multiselect(ctx.t("nbrpage.statuses"), all_statuses,
+statuses = st.multiselect(ctx.t("nbrpage.statuses"), all_statuses, placeholder=ctx.t("ui.choose"),
                           default=[s for s in all_statuses if s in DEFAULT_STATUSES] or all_statuses,
                           format_func=status_text)
 

@@ -164,7 +164,7 @@ if actor.can("train.request"):
     eligible = [l for l in labels if l["eligible"]]
     blocked = [l for l in labels if not l["eligible"]]
     if eligible:
-        chosen = st.multiselect(ctx.t("tr.labels"), eligible, key=f"tr_labels_{run['id']}",
+        chosen = st.multiselect(ctx.t("tr.labels"), eligible, key=f"tr_labels_{run['id']}", placeholder=ctx.t("ui.choose"),
                                 format_func=lambda l: f"{l['canonical']}（{l['name']}）· {l['n_train']}+{l['n_holdout']}")
     else:
         chosen = []
