@@ -91,14 +91,14 @@ table = pd.DataFrame([{
     ctx.t("ip.label"): c["name"],
     ctx.t("split.train"): c["n_train"],
     ctx.t("split.holdout"): c["n_holdout"],
-    ctx.t("ip.ready"): "✅" if ready[c["label_id"]].ok else "—",
+    ctx.t("ip.ready"): "✓" if ready[c["label_id"]].ok else "—",  # a glyph every font has
     ctx.t("ip.missing"): "" if ready[c["label_id"]].ok else ctx.t(
         "ip.missing_text", train=ready[c["label_id"]].missing_train, holdout=ready[c["label_id"]].missing_holdout),
 } for c in counts])
 long = pd.DataFrame([{"label": c["name"], "split": ctx.t(f"split.{split}"), "n": c[f"n_{split}"]}
                      for c in counts for split in ("train", "holdout")])
 chart = alt.Chart(long).mark_bar().encode(
-    x=alt.X("n:Q", title=ctx.t("ip.count")),
+    x=alt.X("n:Q", title=ctx.t("ip.count"), axis=alt.Axis(tickMinStep=1, format="d")),  # whole images
     y=alt.Y("label:N", title=ctx.t("ip.label"), sort=None),
     color=alt.Color("split:N", title=ctx.t("ip.split")),
     tooltip=["label", "split", "n"],
