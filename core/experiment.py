@@ -229,20 +229,6 @@ def _training_overrides(settings: ExperimentSettings, scratch: bool) -> dict:
     return {k: v for k, v in chosen.items() if v is not None}
 
 
-def _learner_class():
-    from core.sg import ContinualLearner
-
-    class ExperimentLearner(ContinualLearner):
-        """Skips the teacher when λ_kd = 0: the SG-KD term would be multiplied by 0 anyway, and the
-        teacher's forward pass is a third of a scratch tower's training step."""
-
-        def prepare_task(self, class_name_feats, class_prompt_feats, new_class_ids, distill):
-            return super().prepare_task(class_name_feats, class_prompt_feats, new_class_ids,
-                                        distill and self.config.lambda_kd > 0)
-
-    return ExperimentLearner
-
-
 def run_experiment(settings: ExperimentSettings, out: Path | None = None,
                    progress: Callable[[dict], None] | None = None) -> dict:
     """Run every (seed, method) pair; return (and, with ``out``, keep writing) the results dict.
@@ -253,7 +239,7 @@ def run_experiment(settings: ExperimentSettings, out: Path | None = None,
     import torch
 
     from core.encoders import load_encoder
-    from core.sg import DecodedImageDataset, ImageCache, LearnerConfig, summarize
+    from core.sg import ContinualLearner, DecodedImageDataset, ImageCache, LearnerConfig, summarize
 
     started = time.perf_counter()
     data = scan_folder(settings.data, settings.validation)
@@ -302,7 +288,6 @@ def run_experiment(settings: ExperimentSettings, out: Path | None = None,
         "runs": [],
     }
     runs = [(seed, method) for seed in settings.seeds for method in settings.methods]
-    Learner = _learner_class()
     for run_index, (seed, method) in enumerate(runs):
         spec = METHODS[method]
         order = class_order(n_classes, seed)
@@ -318,7 +303,7 @@ def run_experiment(settings: ExperimentSettings, out: Path | None = None,
             exemplars_per_class=settings.memory_per_class if spec.memory else 0,
             memory_total=settings.memory_total if spec.memory else None)
         torch.manual_seed(seed)  # same initial weights for every method of a seed
-        learner = Learner(build_model(), logit_scale=encoder.logit_scale, config=config)
+        learner = ContinualLearner(build_model(), logit_scale=encoder.logit_scale, config=config)
 
         holdouts, task_classes, acc, acc_aware, losses = [], [], [], [], []
         run_started = time.perf_counter()

@@ -165,3 +165,17 @@ def test_encoder_family_defaults_keep_the_reference_schedule_for_clip():
     e5 = LearnerConfig.for_encoder("e5")
     assert (e5.epochs, e5.batch_size, e5.softness) == (16, 64, 22.0)
     assert LearnerConfig.for_encoder("e5", epochs=3).epochs == 3      # a run's own choice wins
+
+
+def test_no_teacher_is_built_when_distillation_is_off():
+    import torch
+
+    from core.sg.learner import ContinualLearner, LearnerConfig
+    from core.sg.models import ScratchImageTower
+
+    feats = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
+    for lambda_kd, expect_teacher in ((0.0, False), (0.5, True)):
+        learner = ContinualLearner(ScratchImageTower(8, input_size=16, width=8), 10.0,
+                                   LearnerConfig(lambda_kd=lambda_kd))
+        step = learner.prepare_task(feats, feats, [2, 3], distill=True)
+        assert (step.teacher is not None) is expect_teacher

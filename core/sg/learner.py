@@ -237,7 +237,8 @@ class ContinualLearner:
         # Precomputed tables (spec "Making it fast" §3): soft targets (N×N) and the SG-KD
         # inter-similarity A = U·W_oldᵀ (N×M), both indexed by the sample's class.
         W_old = W[old_index]
-        distill = distill and len(old_ids) > 0
+        # No teacher when there is nothing to distil or λ_kd = 0: its forward pass would be multiplied by 0.
+        distill = distill and len(old_ids) > 0 and cfg.lambda_kd > 0
         params = list(self.model.trainable_parameters())
         return TaskStep(
             new_class_ids=sorted(new_set), W=W, W_old=W_old, old_index=old_index,
