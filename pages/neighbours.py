@@ -114,8 +114,13 @@ if query not in (None, ""):
                                "status": status_text(n.status), "similarity": round(n.score, 4),
                                "id": n.label_id} for n in found])
         st.dataframe(table.rename(columns=cols), hide_index=True, width="stretch")
-        chart = alt.Chart(table).mark_bar().encode(
-            x=alt.X("similarity:Q", title=cols["similarity"], scale=alt.Scale(zero=False)),
+        # Cosines of one encoder sit in a narrow band (e5: 0.85–0.97): zoom the axis to it, or every bar
+        # looks equally long. Bars start at the band's floor (x2), not at 0.
+        low = max(-1.0, float(table["similarity"].min()) - 0.01)
+        high = min(1.0, float(table["similarity"].max()) + 0.005)
+        chart = alt.Chart(table.assign(floor=low)).mark_bar().encode(
+            x=alt.X("floor:Q", title=cols["similarity"], scale=alt.Scale(domain=[low, high], zero=False, nice=False)),
+            x2="similarity:Q",
             y=alt.Y("label:N", title=cols["label"], sort=alt.EncodingSortField("rank", order="ascending")),
             tooltip=["rank", "label", "canonical", "status", "similarity"])
         st.altair_chart(chart, width="stretch")
