@@ -56,7 +56,8 @@ register({
     "col.id": {"ja": "ID", "en": "ID"}, "col.name": {"ja": "名前", "en": "Name"},
     "col.canonical": {"ja": "正規形", "en": "Canonical"}, "col.reading": {"ja": "読み", "en": "Reading"},
     "col.en": {"ja": "英語", "en": "English"}, "col.status": {"ja": "状態", "en": "Status"},
-    "col.by": {"ja": "作成者", "en": "Created by"}, "col.version": {"ja": "版", "en": "Version"},
+    "col.by": {"ja": "作成者", "en": "Created by"},
+    "col.rank": {"ja": "順位", "en": "Rank"}, "col.similarity": {"ja": "類似度", "en": "Similarity"}, "col.version": {"ja": "版", "en": "Version"},
 })
 
 ctx = page_context()
@@ -145,7 +146,10 @@ if actor.can("label.review") and active:
             st.caption(ctx.t("lp.neighbours_unavailable", reason=str(exc)))
         else:
             st.markdown(f"**{ctx.t('lp.neighbours')}**")
-            st.dataframe(pd.DataFrame(preview.rows()), hide_index=True)
+            st.dataframe(pd.DataFrame([{
+                ctx.t("col.rank"): n.rank, ctx.t("col.name"): n.name, ctx.t("col.canonical"): n.canonical,
+                ctx.t("col.status"): ctx.t(f"status.{n.status}"), ctx.t("col.similarity"): round(n.score, 4),
+                ctx.t("col.id"): n.label_id} for n in preview.neighbours]), hide_index=True)
             if preview.near_duplicate is not None and preview.near_duplicate.flag:
                 nd = preview.near_duplicate
                 st.warning(nd.message(ctx.lang))
