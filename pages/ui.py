@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import streamlit as st
@@ -39,10 +40,28 @@ def current_lang() -> str:
     return lang if lang in LANGS else DEFAULT_LANG
 
 
+def _current_actor(store: Store) -> Actor | None:
+    """The logged-in user as the database says now: a role change applies on the next click, and a
+    deactivated or locked account is logged out (the session copy is never trusted for rights)."""
+    actor = st.session_state.get("actor")
+    if actor is None:
+        return None
+    row = store.query_one("SELECT role, active, locked_until FROM users WHERE username = ?", (actor.username,))
+    if row is None:   # no account row: sessions made by tests/tools, never by the login form
+        return actor
+    if not row["active"] or (row["locked_until"] and row["locked_until"] > time.time()):
+        st.session_state.pop("actor", None)
+        return None
+    if row["role"] != actor.role:
+        actor = Actor(actor.username, row["role"])
+        st.session_state["actor"] = actor
+    return actor
+
+
 def page_context(require_login: bool = True) -> PageContext:
     store = _open_store(str(os.path.abspath(data_home())))
     lang = current_lang()
-    actor = st.session_state.get("actor")
+    actor = _current_actor(store)
     if actor is None and require_login:
         st.info(t("auth.login_required", lang))
         st.stop()

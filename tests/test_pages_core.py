@@ -93,3 +93,23 @@ def test_no_page_file_shadows_an_importable_module():
             continue
         spec = importlib.util.find_spec(page.stem) if page.stem not in sys.modules else sys.modules[page.stem].__spec__
         assert spec is None or Path(spec.origin or "").resolve().parent == pages_dir, page.name
+
+
+def test_role_change_and_deactivation_apply_to_a_logged_in_session(tmp_path):
+    from core import users
+
+    store = Store(tmp_path)
+    boss = Actor("root", "admin")
+    users.create_user(store, boss, "eve", "long-password", "reviewer")
+    label = labels.propose(store, Actor("eri", "expert"), "傷")
+    at = _page("pages/labels.py", tmp_path, users.authenticate(store, "eve", "long-password"), lang="en")
+    at.run()
+    assert not at.button(key="do_approve").disabled
+    users.set_role(store, boss, "eve", "supervisor")        # demoted while logged in
+    at.run()
+    assert at.session_state["actor"].role == "supervisor"
+    assert not [b for b in at.button if b.key == "do_approve"]   # review actions are gone
+    users.set_active(store, boss, "eve", False)
+    at.run()
+    assert "actor" not in at.session_state
+    assert labels.get_label(store, label["id"])["status"] == "proposed"
