@@ -27,6 +27,9 @@ register({
     "gp.notes": {"ja": "メモ", "en": "Notes"},
     "gp.status": {"ja": "状態", "en": "Status"},
     "gp.save": {"ja": "保存", "en": "Save"},
+    "gp.changed_meanwhile": {"ja": "この項目は表示後に他のユーザーが更新しました（表示時の版 {seen}、現在 {current}）。",
+                             "en": "Someone else changed this entry since you opened it (you saw version {seen}, now {current})."},
+    "gp.reload": {"ja": "最新の内容を読み込む（入力は破棄）", "en": "Load the latest version (discards your typing)"},
     "gp.saved": {"ja": "保存しました。", "en": "Saved."},
     "gp.new": {"ja": "新しい項目", "en": "New entry"},
     "gp.id": {"ja": "ID（例: defect.scratch）", "en": "Id (e.g. defect.scratch)"},
@@ -74,17 +77,20 @@ if not actor.can("glossary.edit"):
 
 
 def _entry_form(key: str, row: dict, is_new: bool) -> GlossaryEntry | None:
+    def k(field: str) -> str:   # keyed per entry: what a reviewer typed survives a refused save
+        return f"{key}_{field}_{row.get('id', '')}"
+
     with st.form(key):
-        entry_id = st.text_input(ctx.t("gp.id"), value=row.get("id", "")) if is_new else row["id"]
-        canonical = st.text_input(ctx.t("gp.canonical"), value=row.get("canonical", ""))
-        reading = st.text_input(ctx.t("gp.reading"), value=row.get("reading", ""))
-        en = st.text_input(ctx.t("gp.en"), value=row.get("en", ""))
-        embed_text = st.text_input(ctx.t("gp.embed_text"), value=row.get("embed_text", ""))
-        aliases = st.text_input(ctx.t("gp.aliases"), value=row.get("aliases", ""))
-        distinct = st.text_input(ctx.t("gp.distinct"), value=row.get("distinct_from", ""))
-        notes = st.text_area(ctx.t("gp.notes"), value=row.get("notes", ""))
+        entry_id = st.text_input(ctx.t("gp.id"), value=row.get("id", ""), key=k("id")) if is_new else row["id"]
+        canonical = st.text_input(ctx.t("gp.canonical"), value=row.get("canonical", ""), key=k("canonical"))
+        reading = st.text_input(ctx.t("gp.reading"), value=row.get("reading", ""), key=k("reading"))
+        en = st.text_input(ctx.t("gp.en"), value=row.get("en", ""), key=k("en"))
+        embed_text = st.text_input(ctx.t("gp.embed_text"), value=row.get("embed_text", ""), key=k("embed_text"))
+        aliases = st.text_input(ctx.t("gp.aliases"), value=row.get("aliases", ""), key=k("aliases"))
+        distinct = st.text_input(ctx.t("gp.distinct"), value=row.get("distinct_from", ""), key=k("distinct"))
+        notes = st.text_area(ctx.t("gp.notes"), value=row.get("notes", ""), key=k("notes"))
         statuses = ["draft", "approved", "deprecated"]
-        status = st.selectbox(ctx.t("gp.status"), statuses, index=statuses.index(row.get("status", "approved")))
+        status = st.selectbox(ctx.t("gp.status"), statuses, index=statuses.index(row.get("status", "approved")), key=k("status"))
         if not st.form_submit_button(ctx.t("gp.create" if is_new else "gp.save"), type="primary"):
             return None
     split = lambda text: [p.strip() for p in text.split("|") if p.strip()]  # noqa: E731
@@ -98,9 +104,22 @@ by_id = {r["id"]: r for r in rows}
 picked = st.selectbox(ctx.t("gp.pick"), list(by_id), key="gloss_pick",
                       format_func=lambda i: f"{by_id[i]['canonical']} ({i})")
 if picked:
+    # The version this reviewer opened is pinned across reruns, so a save over someone else's newer
+    # edit is refused (and the typed fields, keyed per entry, are kept) instead of overwriting it.
+    seen_key = f"gloss_seen_version_{picked}"
+    seen = st.session_state.setdefault(seen_key, by_id[picked]["version"])
+    if seen != by_id[picked]["version"]:
+        st.warning(ctx.t("gp.changed_meanwhile", seen=seen, current=by_id[picked]["version"]))
+    if seen != by_id[picked]["version"] and st.button(ctx.t("gp.reload"), key=f"gloss_reload_{picked}"):
+        st.session_state.pop(seen_key, None)
+        for name in list(st.session_state):
+            if str(name).startswith("edit_entry_") and str(name).endswith(f"_{picked}"):
+                st.session_state.pop(name, None)
+        st.rerun()
     edited = _entry_form("edit_entry", by_id[picked], is_new=False)
     if edited and run_action(ctx, glossary_store.save_entry, store, actor, edited,
-                             expected_version=by_id[picked]["version"], success=ctx.t("gp.saved")):
+                             expected_version=seen, success=ctx.t("gp.saved")):
+        st.session_state.pop(seen_key, None)
         st.rerun()
 
 with st.expander(ctx.t("gp.new")):

@@ -188,6 +188,7 @@ else:
             deleted = run_action(ctx, images.delete_images, store, actor, selected)
             if deleted is not None:
                 st.toast(ctx.t("ip.deleted", n=deleted))
+                st.session_state.pop("img_delete_confirm", None)   # the next delete asks again
                 st.rerun()
 
 # ---- export ------------------------------------------------------------------------------------

@@ -113,3 +113,23 @@ def test_role_change_and_deactivation_apply_to_a_logged_in_session(tmp_path):
     at.run()
     assert "actor" not in at.session_state
     assert labels.get_label(store, label["id"])["status"] == "proposed"
+
+
+def test_glossary_page_refuses_a_save_over_a_newer_edit_and_keeps_the_typing(tmp_path):
+    from core import glossary_store
+
+    store = Store(tmp_path)
+    first = _page("pages/glossary_terms.py", tmp_path, Actor("rei", "reviewer"), lang="en")
+    first.run()
+    entry_id = first.selectbox(key="gloss_pick").value
+    second = _page("pages/glossary_terms.py", tmp_path, Actor("ren", "reviewer"), lang="en")
+    second.run()
+    second.text_input(key=f"edit_entry_en_{entry_id}").input("second wins")
+    [b for b in second.button if b.label == "Save"][0].click().run()
+    assert glossary_store.get_entry_row(store, entry_id)["en"] == "second wins"
+
+    first.text_input(key=f"edit_entry_en_{entry_id}").input("first is stale")
+    [b for b in first.button if b.label == "Save"][0].click().run()
+    assert any("changed by someone else" in e.value for e in first.error)
+    assert glossary_store.get_entry_row(store, entry_id)["en"] == "second wins"
+    assert first.text_input(key=f"edit_entry_en_{entry_id}").value == "first is stale"
