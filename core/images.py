@@ -89,6 +89,9 @@ register({
         "en": "Unsupported format ({format}). Use JPEG, PNG, WebP, BMP, GIF or TIFF."},
     "images.corrupt": {"ja": "画像データが壊れているか途中で切れています。",
                        "en": "The image data is damaged or truncated."},
+    "images.keep_holdout": {
+        "ja": "「{name}」は学習済みのランで評価に使われています。評価用画像を {n} 枚未満にはできません。",
+        "en": "'{name}' is evaluated by a run that has learned it; it must keep at least {n} holdout image(s)."},
     "images.too_large": {"ja": "ファイルが大きすぎます（{size} MB、上限 {limit} MB）。",
                          "en": "The file is too large ({size} MB; the limit is {limit} MB)."},
     "images.too_many_pixels": {
@@ -746,8 +749,9 @@ def move_images(store: Store, actor: Actor, image_ids: Iterable[int], target_lab
     sources: set[int] = set()
     with store.transaction():
         target = _open_label(store, target_label_id)
-        for image_id in image_ids:
-            row = get_image(store, image_id)
+        rows = [get_image(store, image_id) for image_id in image_ids]
+        _refuse_changes_to_training_sets(store, rows, extra_label_ids=[target["id"]])
+        for row in rows:
             if row["label_id"] == target["id"]:
                 continue
             store.execute("UPDATE images SET label_id = ? WHERE id = ?", (target["id"], row["id"]))
@@ -760,12 +764,34 @@ def move_images(store: Store, actor: Actor, image_ids: Iterable[int], target_lab
     return moved
 
 
+def _refuse_changes_to_training_sets(store: Store, rows: list[dict], extra_label_ids: Iterable[int] = ()) -> None:
+    """Images of a label in a queued or running task stay put until it ends; and a label a run has
+    already learned keeps at least ``min_holdout_images`` holdout images, so its accuracy can still be
+    measured when later tasks are evaluated."""
+    from core.labels import get_label, refuse_while_training, tasks_with_label
+
+    touched = {row["label_id"] for row in rows} | set(extra_label_ids)
+    for label_id in sorted(touched):
+        refuse_while_training(store, get_label(store, label_id))
+    min_holdout = setting(store, "min_holdout_images")
+    for label_id in sorted({row["label_id"] for row in rows}):
+        if not tasks_with_label(store, label_id, ("done",)):
+            continue
+        leaving = sum(1 for row in rows if row["label_id"] == label_id and row["split"] == "holdout")
+        have = store.query_one("SELECT COUNT(*) AS n FROM images WHERE label_id = ? AND split = 'holdout'",
+                               (label_id,))["n"]
+        if leaving and have - leaving < min_holdout:
+            label = get_label(store, label_id)
+            raise UserError("images.keep_holdout", name=label["name"], n=min_holdout)
+
+
 def delete_images(store: Store, actor: Actor, image_ids: Iterable[int]) -> int:
     require(actor, "image.manage")
     doomed: list[dict] = []
     with store.transaction():
-        for image_id in image_ids:
-            row = get_image(store, image_id)
+        rows = [get_image(store, image_id) for image_id in image_ids]
+        _refuse_changes_to_training_sets(store, rows)
+        for row in rows:
             store.execute("DELETE FROM images WHERE id = ?", (row["id"],))
             store.audit(actor.username, "image.delete", "image", row["id"], sha256=row["sha256"],
                         label_id=row["label_id"], split=row["split"], original_name=row["original_name"])

@@ -50,6 +50,9 @@ register({
     "labels.merge_target": {
         "ja": "統合先「{name}」（{status}）は有効なラベルではありません。",
         "en": "The merge target '{name}' ({status}) is not an active label."},
+    "labels.in_training": {
+        "ja": "ラベル「{name}」は学習タスク（ラン {run}、タスク {idx}、{status}）に含まれているため、終わるまで変更できません。",
+        "en": "Label '{name}' is in a training task (run {run}, task {idx}, {status}); it cannot change until that task ends."},
     "labels.unknown_entry": {"ja": "用語 ID「{id}」は存在しません。", "en": "Glossary id '{id}' does not exist."},
     "status.proposed": {"ja": "提案中", "en": "proposed"},
     "status.approved": {"ja": "承認済み", "en": "approved"},
@@ -90,6 +93,24 @@ def get_label(store: Store, label_id: int) -> dict:
 
 def aliases(store: Store, label_id: int) -> list[dict]:
     return store.query("SELECT * FROM label_aliases WHERE label_id = ? ORDER BY id", (int(label_id),))
+
+
+def tasks_with_label(store: Store, label_id: int, statuses: Iterable[str] = ("queued", "running")) -> list[dict]:
+    """Training tasks whose label set contains this label (``tasks.label_ids`` is a JSON list)."""
+    statuses = list(statuses)
+    marks = ",".join("?" * len(statuses))
+    return store.query(
+        f"SELECT t.run_id, t.idx, t.status FROM tasks t, json_each(t.label_ids) j "
+        f"WHERE j.value = ? AND t.status IN ({marks}) ORDER BY t.run_id, t.idx", (int(label_id), *statuses))
+
+
+def refuse_while_training(store: Store, label: dict) -> None:
+    """A label queued or being learned must keep its name, status and images until the task ends,
+    or the worker would learn (and report on) a class that no longer exists as requested."""
+    busy = tasks_with_label(store, label["id"])
+    if busy:
+        raise UserError("labels.in_training", name=label["name"], run=busy[0]["run_id"], idx=busy[0]["idx"],
+                        status=busy[0]["status"])
 
 
 def preview(store: Store, name: str):
@@ -180,6 +201,8 @@ def _transition(store: Store, actor: Actor, label_id: int, action: str, expected
         _check_version(label, expected_version)
         if label["status"] not in allowed_from:
             raise UserError("labels.bad_transition", name=label["name"], status=label["status"], action=action)
+        if action in ("retire", "reject"):
+            refuse_while_training(store, label)
         _update(store, actor, label, status=to)
         store.audit(actor.username, f"label.{action}", "label", label_id, before=label["status"], after=to)
     return get_label(store, label_id)
@@ -257,6 +280,8 @@ def merge(store: Store, actor: Actor, source_id: int, target_id: int,
             raise UserError("labels.merge_state", name=source["name"], status=source["status"])
         if target["status"] not in ACTIVE:
             raise UserError("labels.merge_target", name=target["name"], status=target["status"])
+        refuse_while_training(store, source)
+        refuse_while_training(store, target)
         moved_aliases = store.execute("UPDATE label_aliases SET label_id = ? WHERE label_id = ?",
                                       (target["id"], source["id"])).rowcount
         moved_images = store.execute("UPDATE images SET label_id = ? WHERE label_id = ?",
