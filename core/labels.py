@@ -41,8 +41,8 @@ register({
         "ja": "「{name}」は用語集で自動的に決まりませんでした（{tier}）。候補から選ぶか、新しい用語として登録してください。",
         "en": "'{name}' did not resolve automatically in the glossary ({tier}). Pick a suggestion or create a new term."},
     "labels.bad_transition": {
-        "ja": "ラベル「{name}」は「{status}」のため {action} できません。",
-        "en": "Label '{name}' is '{status}', so it cannot be {action}d."},
+        "ja": "ラベル「{name}」は「{status}」のため「{action}」はできません。",
+        "en": "Label '{name}' is '{status}', so '{action}' is not possible."},
     "labels.merge_self": {"ja": "ラベルを自分自身に統合することはできません。", "en": "A label cannot be merged into itself."},
     "labels.merge_state": {
         "ja": "「{name}」（{status}）は統合できません。統合できるのは提案中・承認済みのラベルです。",

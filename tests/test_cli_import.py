@@ -68,7 +68,7 @@ def test_unknown_user_and_permissions_are_refused(tmp_path, capsys):
     store = Store(home)
     store.db["users"].insert({"username": "sora", "password_hash": "x", "role": "supervisor", "created_at": "now"})
     assert cli.main(["import-folder", str(root), "--home", str(home), "--user", "sora"]) == 2
-    assert "image.upload" in capsys.readouterr().err
+    assert "画像のアップロード" in capsys.readouterr().err          # the refused action, in Japanese (default)
     assert cli.main(["import-folder", str(tmp_path / "missing"), "--home", str(home), "--lang", "ja"]) == 2
     assert "がありません" in capsys.readouterr().err
 

@@ -109,3 +109,14 @@ def test_stale_version_is_refused_and_nothing_is_lost(store, expert, reviewer):
     assert err.value.key == "err.stale_version"
     assert "再読み込み" in err.value.message("ja") and "Reload" in err.value.message("en")
     assert labels.get_label(store, label["id"])["name"] == "異物A"
+
+
+def test_refusals_read_fully_in_japanese(store, expert, reviewer):
+    label = labels.propose(store, expert, "錆")
+    with pytest.raises(UserError) as err:
+        labels.approve(store, expert, label["id"])
+    assert "レビュアー" in err.value.message("ja") and "reviewer" not in err.value.message("ja")
+    labels.approve(store, reviewer, label["id"])
+    with pytest.raises(UserError) as err:
+        labels.approve(store, reviewer, label["id"])
+    assert "承認済み" in err.value.message("ja") and "approved" in err.value.message("en")
