@@ -27,6 +27,8 @@ import torch
 
 from core import jobs
 from core.auth import SYSTEM
+from core.i18n import register
+from core.jobs import encode_message
 from core.store import Store, now_iso
 
 PROGRESS_EVERY_S = 0.5
@@ -94,6 +96,19 @@ def exemplar_dataset(store: Store, memory_state: dict, size: int, cache):
 
 # ---- progress -------------------------------------------------------------------------------------------
 
+register({
+    "train.phase.finalising": {"ja": "保存済みのチェックポイントから仕上げ中", "en": "finishing from a saved checkpoint"},
+    "train.phase.loading_encoder": {"ja": "エンコーダーを読み込み中", "en": "loading the encoder"},
+    "train.phase.embedding": {"ja": "ラベル名を埋め込み中", "en": "embedding label names"},
+    "train.phase.decoding": {"ja": "画像をデコード中", "en": "decoding images"},
+    "train.phase.training": {"ja": "学習中", "en": "training"},
+    "train.phase.evaluating": {"ja": "評価中", "en": "evaluating"},
+    "train.phase.saving": {"ja": "チェックポイントを保存中", "en": "saving the checkpoint"},
+    "train.phase.batch": {"ja": "エポック {epoch}/{epochs} · バッチ {batch}/{batches}",
+                          "en": "epoch {epoch}/{epochs} · batch {batch}/{batches}"},
+})
+
+
 @dataclass
 class _Progress:
     store: Store
@@ -107,8 +122,9 @@ class _Progress:
     step: int = 0
     stride: int = 1
 
-    def phase(self, fraction: float, message: str, **extra) -> None:
-        self._write(fraction, message, extra, force=True)
+    def phase(self, fraction: float, name: str, **extra) -> None:
+        # stored as a message key, so each viewer reads the phase in their own language
+        self._write(fraction, encode_message(f"train.phase.{name}"), extra, force=True)
 
     def batch(self, info: dict) -> None:
         if self.train_started is None:
@@ -123,7 +139,8 @@ class _Progress:
         elapsed = time.monotonic() - self.train_started
         frac = float(info["fraction"])
         eta = elapsed / frac * (1 - frac) if frac > 0 else None
-        message = f"epoch {info['epoch'] + 1}/{info['epochs']} · batch {info['batch']}/{info['batches']}"
+        message = encode_message("train.phase.batch", epoch=info["epoch"] + 1, epochs=info["epochs"],
+                                 batch=info["batch"], batches=info["batches"])
         self._write(0.1 + 0.8 * frac, message, {
             "epoch": info["epoch"] + 1, "epochs": info["epochs"], "batch": info["batch"],
             "batches": info["batches"], "loss": info["loss"], "images_per_s": info["images_per_s"],
@@ -196,11 +213,11 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
         saved = load_checkpoint(out_path)
         if saved["extra"].get("task_id") == task["id"] and saved["extra"].get("label_ids") == task["label_ids"] \
                 and saved["extra"].get("attempt_key") == _attempt_key(task):
-            progress.phase(0.95, "finalising from a saved checkpoint")
+            progress.phase(0.95, "finalising")
             return _finalise(store, job, worker_id, run, task, saved)
         out_path.unlink()
 
-    progress.phase(0.01, "loading encoder")
+    progress.phase(0.01, "loading_encoder")
     encoder = load_encoder(run["encoder"], store.home)
     learner = build_learner(encoder, config)
     size = learner.model.input_size
@@ -208,7 +225,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
 
     previous = load_checkpoint(checkpoint_path(store, run["id"], k - 1)) if k > 0 else None
     new_labels = [get_label(store, i) for i in task["label_ids"]]
-    progress.phase(0.03, "embedding label names")
+    progress.phase(0.03, "embedding")
     U_new = label_name_embeddings(store, encoder, new_labels)
     W_new = label_prompt_embeddings(store, encoder, new_labels)
     if previous is not None:
@@ -225,7 +242,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     per_task_labels = [tasks[u]["label_ids"] for u in range(k)] + [task["label_ids"]]
     classes_per_task = [[class_of_label[l] for l in labels] for labels in per_task_labels]
 
-    progress.phase(0.05, "decoding images")
+    progress.phase(0.05, "decoding")
     train = build_dataset(store, _image_rows(store, task["label_ids"], "train"), class_of_label, size, cache)
     holdouts = [build_dataset(store, _image_rows(store, labels, "holdout"), class_of_label, size, cache)
                 for labels in per_task_labels]
@@ -248,7 +265,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     extra = {"run_id": run["id"], "task_id": task["id"], "job_id": job["id"], "label_ids": task["label_ids"],
              "attempt_key": _attempt_key(task), "holdout_sizes": [len(h) for h in holdouts],
              "losses": losses, "device": device_name, "saved_at": now_iso()}
-    progress.phase(0.95, "saving checkpoint")
+    progress.phase(0.95, "saving")
     save_checkpoint(out_path, learner, table, acc, aware, classes_per_task, extra)
     return _finalise(store, job, worker_id, run, task, load_checkpoint(out_path))
 

@@ -11,6 +11,8 @@ from core.training import predict_image
 from pages.ui import page_context, run_action
 
 register({
+    "pr.missing_file": {"ja": "画像 #{id} のファイルがデータフォルダにありません。管理者に連絡してください。",
+                        "en": "The file of image #{id} is missing from the data folder; please tell an admin."},
     "pr.title": {"ja": "推論", "en": "Predict"},
     "pr.no_runs": {"ja": "完了したタスクのあるランがまだありません。", "en": "No run has a completed task yet."},
     "pr.run": {"ja": "ラン", "en": "Run"},
@@ -58,7 +60,10 @@ data, truth = None, None
 if uploaded is not None:
     data = uploaded.getvalue()
 elif sample["id"] is not None:
-    data, truth = image_path(store, sample).read_bytes(), sample["label_name"]
+    try:
+        data, truth = image_path(store, sample).read_bytes(), sample["label_name"]
+    except OSError:   # the file was removed from the data home behind the database's back
+        st.error(ctx.t("pr.missing_file", id=sample["id"]))
 
 if data is not None:
     result = run_action(ctx, predict_image, store, actor, run["id"], data, k)
