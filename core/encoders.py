@@ -40,15 +40,14 @@ from typing import Sequence
 import torch
 
 from core.i18n import UserError, register
+from core.sg.learner import DEFAULT_SOFTNESS
 
 DEFAULT_SPEC = "e5"
 SUGGESTED_CLIP_SPEC = "openclip:xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k"
 
-# κ (softness) of the SG targets for e5, as measured by the learner (core/sg/learner.py,
-# DEFAULT_SOFTNESS["e5"]): e5's gap 1 − cos between labels is ~0.60× CLIP's, so κ = 13 / 0.60 ≈ 22
-# gives on e5 the soft targets κ = 13 gives on CLIP. Kept equal to the learner's value.
-E5_SOFTNESS = 22.0
-CLIP_SOFTNESS = 13.0
+# κ (softness) of the SG targets: one table, measured and explained in core/sg/learner.py.
+E5_SOFTNESS = DEFAULT_SOFTNESS["e5"]
+CLIP_SOFTNESS = DEFAULT_SOFTNESS["clip"]
 # Logit scale of the e5 mode (image tower trained against fixed e5 label vectors). The label
 # vectors sit close together (pairwise cosine 0.8–0.95), so the classifier needs a sharp
 # temperature; 100 is CLIP's own learned ceiling (1/0.01). CLIP encoders use their trained scale.
