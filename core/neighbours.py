@@ -17,6 +17,7 @@ import torch
 from core.embeddings import embed_texts, label_embed_text
 from core.encoders import Encoder, active_encoder_spec, load_encoder, spec_has_random_weights
 from core.i18n import UserError, register
+from core.labels import get_label, list_labels
 from core.store import Store
 
 DEFAULT_STATUSES = ("proposed", "approved", "trained")
@@ -56,35 +57,6 @@ register({
     "nbr.empty_query": {"ja": "ラベルを選ぶか、テキストを入力してください。",
                         "en": "Pick a label or type some text."},
 })
-
-
-# Same shape as core.labels.list_labels; used only while that module cannot be imported (it is
-# being written in parallel), so the neighbour view never depends on it being finished.
-_FALLBACK_SELECT = """
-SELECT l.*, COALESCE(g.canonical, l.name) AS canonical,
-       COALESCE(NULLIF(g.embed_text, ''), g.canonical, l.name) AS embed_text,
-       COALESCE(g.reading, '') AS reading, COALESCE(g.en, '') AS en
-FROM labels l LEFT JOIN glossary_entries g ON g.id = l.entry_id
-"""
-
-
-def _list_labels(store: Store) -> list[dict]:
-    try:
-        from core.labels import list_labels
-    except ImportError:
-        return store.query(_FALLBACK_SELECT + " ORDER BY l.id")
-    return list_labels(store)
-
-
-def _get_label(store: Store, label_id: int) -> dict:
-    try:
-        from core.labels import get_label
-    except ImportError:
-        row = store.query_one(_FALLBACK_SELECT + " WHERE l.id = ?", (int(label_id),))
-        if row is None:
-            raise UserError("err.not_found", what="label", id=label_id)
-        return row
-    return get_label(store, label_id)
 
 
 # ---- the in-memory label index ----------------------------------------------------------------------
@@ -129,7 +101,7 @@ def label_index(store: Store, encoder: Encoder, progress: Callable[[float], None
         if progress is not None:
             progress(1.0)
         return hit
-    labels = [l for l in _list_labels(store) if l["status"] != "merged"]
+    labels = [l for l in list_labels(store) if l["status"] != "merged"]
     matrix = embed_texts(store, encoder, [label_embed_text(l) for l in labels], "name", progress)
     index = LabelIndex(encoder.version, revision, labels, matrix.contiguous(),
                        {int(l["id"]): i for i, l in enumerate(labels)},
@@ -158,7 +130,7 @@ def _query_vector(store: Store, encoder: Encoder, index: LabelIndex, query: int 
         pos = index.position.get(label_id)
         if pos is not None:
             return index.matrix[pos], label_id
-        label = _get_label(store, label_id)  # e.g. a merged label: embed it on the fly
+        label = get_label(store, label_id)  # e.g. a merged label: embed it on the fly
         return embed_texts(store, encoder, [label_embed_text(label)], "name")[0], label_id
     text = str(query or "").strip()
     if not text:
