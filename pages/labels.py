@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from core import labels as label_service
-from core.i18n import register
+from core.i18n import UserError, register
+from core.neighbours import neighbour_preview
 from pages.ui import page_context, run_action
 
 register({
@@ -133,31 +134,26 @@ if actor.can("label.review") and active:
     if aliases:
         st.caption(ctx.t("lp.aliases", aliases=", ".join(a["text"] for a in aliases)))
 
-    # Semantic neighbours and the near-duplicate warning, when the encoders module is present.
+    # Semantic neighbours and the near-duplicate warning.
     try:
-        from core.neighbours import neighbour_preview
-    except ImportError:
-        neighbour_preview = None
-    if neighbour_preview is not None:
-        try:
-            with st.spinner(ctx.t("lp.neighbours")):
-                preview = neighbour_preview(store, label["id"], k=5)
-        except Exception as exc:  # the review flow must keep working without the encoder
-            st.caption(ctx.t("lp.neighbours_unavailable", reason=str(exc)))
-        else:
-            st.markdown(f"**{ctx.t('lp.neighbours')}**")
-            st.dataframe(pd.DataFrame([{
-                ctx.t("col.rank"): n.rank, ctx.t("col.name"): n.name, ctx.t("col.canonical"): n.canonical,
-                ctx.t("col.status"): ctx.t(f"status.{n.status}"), ctx.t("col.similarity"): round(n.score, 4),
-                ctx.t("col.id"): n.label_id} for n in preview.neighbours]), hide_index=True)
-            if preview.near_duplicate is not None and preview.near_duplicate.flag:
-                nd = preview.near_duplicate
-                st.warning(nd.message(ctx.lang))
-                if label["status"] in ("proposed", "approved") and st.button(
-                        ctx.t("lp.merge_suggest", name=nd.nearest.name), key="merge_suggested"):
-                    if saved(run_action(ctx, label_service.merge, store, actor, label["id"], nd.nearest.label_id,
-                                        expected_version=version, success=ctx.t("lp.done"))):
-                        st.rerun()
+        with st.spinner(ctx.t("lp.neighbours")):
+            preview = neighbour_preview(store, label["id"], k=5)
+    except UserError as err:   # e.g. the encoder cannot be loaded: reviewing must still work
+        st.caption(ctx.t("lp.neighbours_unavailable", reason=err.message(ctx.lang)))
+    else:
+        st.markdown(f"**{ctx.t('lp.neighbours')}**")
+        st.dataframe(pd.DataFrame([{
+            ctx.t("col.rank"): n.rank, ctx.t("col.name"): n.name, ctx.t("col.canonical"): n.canonical,
+            ctx.t("col.status"): ctx.t(f"status.{n.status}"), ctx.t("col.similarity"): round(n.score, 4),
+            ctx.t("col.id"): n.label_id} for n in preview.neighbours]), hide_index=True)
+        if preview.near_duplicate is not None and preview.near_duplicate.flag:
+            nd = preview.near_duplicate
+            st.warning(nd.message(ctx.lang))
+            if label["status"] in ("proposed", "approved") and st.button(
+                    ctx.t("lp.merge_suggest", name=nd.nearest.name), key="merge_suggested"):
+                if saved(run_action(ctx, label_service.merge, store, actor, label["id"], nd.nearest.label_id,
+                                    expected_version=version, success=ctx.t("lp.done"))):
+                    st.rerun()
 
     cols = st.columns(3)
     for col, action in zip(cols, ("approve", "reject", "retire")):

@@ -88,12 +88,12 @@ def _label(store, name, entry=None):
 
 
 def test_labels_embed_their_glossary_text_never_the_raw_variant(store):
-    from core.neighbours import _list_labels
+    from core.labels import list_labels
 
     _label(store, "ﾈｼﾞ", {"id": "g1", "canonical": "ねじ", "embed_text": ""})
     _label(store, "bike", {"id": "g2", "canonical": "オートバイ", "embed_text": "オートバイ（二輪車）"})
     _label(store, "scratch")
-    labels = _list_labels(store)
+    labels = list_labels(store)
     assert [emb.label_embed_text(l) for l in labels] == ["ねじ", "オートバイ（二輪車）", "scratch"]
     assert emb.prompt_texts(store, labels) == ["ねじの写真", "オートバイ（二輪車）の写真", "a photo of a scratch."]
 
