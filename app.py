@@ -6,18 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.i18n import LANGS, UserError, register, t
+from core.i18n import LANGS, UserError, t
 from pages.ui import current_lang, page_context
-
-register({
-    "login.title": {"ja": "sgcl-studio にログイン", "en": "Log in to sgcl-studio"},
-    "login.username": {"ja": "ユーザー名", "en": "User name"},
-    "login.password": {"ja": "パスワード", "en": "Password"},
-    "login.submit": {"ja": "ログイン", "en": "Log in"},
-    "login.logout": {"ja": "ログアウト", "en": "Log out"},
-    "login.expired": {"ja": "セッションの有効期限が切れました。もう一度ログインしてください。",
-                      "en": "Your session expired. Please log in again."},
-})
 
 ROOT = Path(__file__).resolve().parent
 

@@ -10,12 +10,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from core.auth import Actor, require
-from core.i18n import register
-from core.store import Store
 
-register({
-    "audit.exported": {"ja": "監査ログを CSV で出力しました（{n} 行）。", "en": "Exported {n} audit rows as CSV."},
-})
+from core.store import Store
 
 CSV_COLUMNS = ["id", "at", "actor", "action", "target_type", "target_id", "details"]
 MAX_ROWS = 10_000

@@ -12,15 +12,8 @@ import time
 from pathlib import Path
 
 from core.auth import SYSTEM, Actor
-from core.i18n import DEFAULT_LANG, LANGS, UserError, register, t
+from core.i18n import DEFAULT_LANG, LANGS, UserError, t
 from core.store import Store
-
-register({
-    "cli.error": {"ja": "エラー: {message}", "en": "Error: {message}"},
-    "cli.unknown_user": {"ja": "ユーザー「{user}」は存在しないか無効です。",
-                         "en": "User '{user}' does not exist or is inactive."},
-})
-
 
 def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)

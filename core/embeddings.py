@@ -16,22 +16,12 @@ import torch
 
 from core.auth import Actor, require
 from core.encoders import Encoder, normalize_text
-from core.i18n import UserError, register
+from core.i18n import UserError
 from core.store import Store
 
 KINDS = ("name", "prompt")
 BATCH = 64
 DEFAULT_PROMPT_TEMPLATES = {"ja": "{}の写真", "en": "a photo of a {}."}
-
-register({
-    "embed.bad_template": {
-        "ja": "プロンプトのテンプレート（{language}）「{template}」には {{}} がちょうど1つ必要です。",
-        "en": "The prompt template ({language}) '{template}' must contain exactly one {{}}."},
-    "embed.bad_template_lang": {
-        "ja": "プロンプトのテンプレートには ja と en の両方が必要です。",
-        "en": "Prompt templates need both ja and en."},
-})
-
 
 @dataclass
 class CacheStats:

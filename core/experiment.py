@@ -42,32 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from core.i18n import UserError, register
+from core.i18n import UserError
 
 __all__ = ["METHODS", "MethodSpec", "SCRATCH_DEFAULTS", "ExperimentSettings", "FolderData",
            "scan_folder", "class_order", "split_tasks", "class_display_name", "run_experiment",
            "aggregate", "format_table", "add_experiment_parser", "run_experiment_command", "main"]
-
-register({
-    "experiment.no_split": {
-        "ja": "「{root}」に {split}/ フォルダーがありません（{root}/train/<クラス>/* と {root}/test/<クラス>/* が必要です）。",
-        "en": "'{root}' has no {split}/ folder (expected {root}/train/<class>/* and {root}/test/<class>/*)."},
-    "experiment.no_images": {
-        "ja": "「{folder}」に画像がありません。",
-        "en": "'{folder}' holds no images."},
-    "experiment.missing_test_class": {
-        "ja": "クラス「{name}」は train/ にありますが test/ に画像がありません。",
-        "en": "Class '{name}' is in train/ but has no images in test/."},
-    "experiment.bad_tasks": {
-        "ja": "タスク数 {tasks} は 1 以上かつクラス数 {classes} 以下にしてください。",
-        "en": "The number of tasks ({tasks}) must be between 1 and the number of classes ({classes})."},
-    "experiment.bad_validation": {
-        "ja": "検証用の割合は 0 より大きく 1 未満にしてください（指定: {value}）。",
-        "en": "The validation fraction must be above 0 and below 1 (got {value})."},
-    "experiment.unknown_method": {
-        "ja": "手法「{name}」は不明です。使える手法: {choices}",
-        "en": "Unknown method '{name}'. Available: {choices}"},
-})
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEFAULT_TEMPLATE = "a photo of a {}."

@@ -11,33 +11,9 @@ import threading
 from dataclasses import asdict, dataclass, field
 
 from core.auth import Actor, require
-from core.i18n import STRINGS, UserError, register, t
+from core.i18n import STRINGS, UserError, t
 from core.store import Store, now_iso
 from glossary import Glossary, GlossaryCSVError, GlossaryEntry
-
-register({
-    "glossary.entry": {"ja": "用語集の項目", "en": "Glossary entry"},
-    "glossary.csv_error": {"ja": "CSV の {row} 行目（ファイルの {line} 行目）: {reason}",
-                           "en": "CSV row {row} (file line {line}): {reason}"},
-    "glossary.csv_header_error": {"ja": "CSV の見出し行: {reason}", "en": "CSV header: {reason}"},
-    # GlossaryCSVError codes, so the reason reads in the user's language too
-    "glossary.code.missing_column": {"ja": "列「{field}」がありません", "en": "column '{field}' is missing"},
-    "glossary.code.unknown_column": {"ja": "不明な列「{value}」があります", "en": "unknown column '{value}'"},
-    "glossary.code.duplicate_column": {"ja": "列「{value}」が重複しています", "en": "column '{value}' appears twice"},
-    "glossary.code.empty": {"ja": "「{field}」が空です", "en": "'{field}' is empty"},
-    "glossary.code.duplicate_id": {"ja": "ID「{value}」が重複しています", "en": "id '{value}' appears twice"},
-    "glossary.code.bad_status": {"ja": "状態「{value}」は draft / approved / deprecated のいずれかにしてください",
-                                 "en": "status '{value}' must be draft, approved or deprecated"},
-    "glossary.code.field_count": {"ja": "列の数が見出しと合いません", "en": "the number of fields does not match the header"},
-    "glossary.code.encoding": {"ja": "UTF-8 として読めません（Excel では「CSV UTF-8」で保存してください）",
-                               "en": "not readable as UTF-8 (in Excel, save as 'CSV UTF-8')"},
-    "glossary.code.syntax": {"ja": "CSV の書式が壊れています", "en": "malformed CSV"},
-    "glossary.code.empty_file": {"ja": "ファイルが空です", "en": "the file is empty"},
-    "glossary.code.bad_char": {"ja": "「{field}」に使えない文字があります", "en": "'{field}' contains a character that is not allowed"},
-    "glossary.code.bad_id": {"ja": "ID「{value}」に | や空白は使えません", "en": "id '{value}' must not contain '|' or spaces"},
-    "glossary.id_exists": {"ja": "用語 ID「{id}」は既に存在します。", "en": "Glossary id '{id}' already exists."},
-    "glossary.empty_field": {"ja": "「{field}」は必須です。", "en": "'{field}' is required."},
-})
 
 _FIELDS = ("canonical", "reading", "en", "embed_text", "aliases", "distinct_from", "notes", "status")
 _cache_lock = threading.Lock()

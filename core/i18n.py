@@ -1,30 +1,74 @@
-"""UI and error strings in Japanese and English, in one place.
+"""UI and error strings in Japanese and English: one gettext catalogue per language, loaded once.
 
-Pages call ``t(key, lang, **params)``; services raise ``UserError(key, **params)`` whose text is
-rendered in the caller's language by the page (``err.message(lang)``), so a refusal reads the same
-whether it came from a button or a test.
+The catalogues are ``core/locales/<lang>/LC_MESSAGES/sgcl.po`` (read with Babel, so translators can use
+any PO editor). A message id is the key the code uses (``train.phase.batch``); its text may hold
+``{name}`` parameters (``str.format``). Pages call ``t(key, lang, **params)``; services raise
+``UserError(key, **params)`` whose text is rendered in the caller's language by the page
+(``err.message(lang)``), so a refusal reads the same whether it came from a button or a test.
+
+Every string exists from the first import, whatever else has been imported (strings used to be
+registered by the module that owned them, so a page could show a raw key until that module was
+loaded). An unknown key is a bug: with ``SGCL_I18N_STRICT=1`` (set by the tests) ``t`` raises
+:class:`MissingMessage`; otherwise it logs once and shows the key.
 """
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+
 LANGS = ("ja", "en")
 DEFAULT_LANG = "ja"
+CATALOGUE_DIR = Path(__file__).resolve().parent / "locales"
+DOMAIN = "sgcl"
 
-# key -> {lang: text}. Keep keys dotted by area; params use str.format names.
-STRINGS: dict[str, dict[str, str]] = {}
+log = logging.getLogger("sgcl.i18n")
 
 
-def register(strings: dict[str, dict[str, str]]) -> None:
-    """Add strings (modules with their own messages register them at import)."""
-    for key, texts in strings.items():
-        missing = set(LANGS) - set(texts)
-        if missing:
-            raise ValueError(f"string {key!r} lacks {sorted(missing)}")
-        STRINGS[key] = texts
+class MissingMessage(KeyError):
+    """A key that neither catalogue holds (only raised in strict mode)."""
+
+
+def catalogue_path(lang: str) -> Path:
+    return CATALOGUE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+def load_catalogues() -> dict[str, dict[str, str]]:
+    """``{key: {lang: text}}`` from the PO files; a key missing in one language falls back to the
+    other at render time (tests/test_i18n_catalogue.py keeps the two in step)."""
+    from babel.messages.pofile import read_po
+
+    strings: dict[str, dict[str, str]] = {}
+    for lang in LANGS:
+        with catalogue_path(lang).open("rb") as fh:
+            catalogue = read_po(fh, locale=lang, domain=DOMAIN)
+        for message in catalogue:
+            if message.id and message.string:
+                strings.setdefault(str(message.id), {})[lang] = str(message.string)
+    return strings
+
+
+# key -> {lang: text}; read once per process.
+STRINGS: dict[str, dict[str, str]] = load_catalogues()
+_WARNED: set[str] = set()
+
+
+def strict() -> bool:
+    return os.environ.get("SGCL_I18N_STRICT", "") not in ("", "0")
+
+
+def has(key: str) -> bool:
+    return key in STRINGS
 
 
 def t(key: str, lang: str = DEFAULT_LANG, **params) -> str:
     texts = STRINGS.get(key)
     if texts is None:
+        if strict():
+            raise MissingMessage(key)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            log.warning("no catalogue entry for message key %r", key)
         return key
     text = texts.get(lang) or texts[DEFAULT_LANG]
     try:
@@ -60,64 +104,3 @@ def localise_params(params: dict, lang: str) -> dict:
         roles = [r.strip() for r in out["roles"].split(",") if r.strip()]
         out["roles"] = ("、" if lang == "ja" else ", ").join(t(f"role.{r}", lang) for r in roles)
     return out
-
-
-register({
-    # ---- app shell ----
-    "app.title": {"ja": "sgcl-studio", "en": "sgcl-studio"},
-    "app.language": {"ja": "言語 / Language", "en": "Language / 言語"},
-    "app.user": {"ja": "ユーザー: {user}（{role}）", "en": "User: {user} ({role})"},
-    "app.encoder": {"ja": "エンコーダー: {name}", "en": "Encoder: {name}"},
-    "app.encoder_random": {"ja": "⚠ このエンコーダーの重みはランダムです（テスト用）",
-                           "en": "⚠ This encoder has random weights (testing only)"},
-    "app.home": {"ja": "データ: {home}", "en": "Data: {home}"},
-    "nav.labels": {"ja": "ラベル", "en": "Labels"},
-    "nav.glossary": {"ja": "用語集", "en": "Glossary"},
-    "nav.neighbours": {"ja": "近傍", "en": "Neighbours"},
-    "nav.images": {"ja": "画像", "en": "Images"},
-    "nav.train": {"ja": "学習", "en": "Train"},
-    "nav.history": {"ja": "履歴", "en": "History"},
-    "nav.predict": {"ja": "推論", "en": "Predict"},
-    "nav.admin": {"ja": "管理", "en": "Admin"},
-    "nav.audit": {"ja": "監査ログ", "en": "Audit log"},
-    "nav.login": {"ja": "ログイン", "en": "Log in"},
-    "ui.choose": {"ja": "選択してください", "en": "Choose options"},
-    "auth.login_required": {"ja": "ログインしてください。", "en": "Please log in."},
-    # ---- roles / permissions ----
-    "role.expert": {"ja": "エキスパート", "en": "expert"},
-    "role.reviewer": {"ja": "レビュアー", "en": "reviewer"},
-    "role.supervisor": {"ja": "スーパーバイザー", "en": "supervisor"},
-    "role.admin": {"ja": "管理者", "en": "admin"},
-    "what.label": {"ja": "ラベル", "en": "label"},
-    "what.glossary entry": {"ja": "用語集の項目", "en": "glossary entry"},
-    "what.image": {"ja": "画像", "en": "image"},
-    "what.job": {"ja": "ジョブ", "en": "job"},
-    "what.run": {"ja": "ラン", "en": "run"},
-    "what.user": {"ja": "ユーザー", "en": "user"},
-    "action.approve": {"ja": "承認", "en": "approve"},
-    "action.reject": {"ja": "却下", "en": "reject"},
-    "action.retire": {"ja": "廃止", "en": "retire"},
-    "action.rename": {"ja": "名前の変更", "en": "rename"},
-    "action.train": {"ja": "学習済みに", "en": "train"},
-    "action.read": {"ja": "閲覧", "en": "read"},
-    "action.label.propose": {"ja": "ラベルの提案", "en": "propose labels"},
-    "action.label.alias": {"ja": "別名の追加", "en": "add aliases"},
-    "action.label.review": {"ja": "ラベルのレビュー", "en": "review labels"},
-    "action.glossary.edit": {"ja": "用語集の編集", "en": "edit the glossary"},
-    "action.image.upload": {"ja": "画像のアップロード", "en": "upload images"},
-    "action.image.manage": {"ja": "画像の移動・削除", "en": "move or delete images"},
-    "action.train.request": {"ja": "学習の依頼", "en": "request training"},
-    "action.job.cancel": {"ja": "ジョブの中止", "en": "cancel jobs"},
-    "action.report.export": {"ja": "レポートの出力", "en": "export reports"},
-    "action.audit.read": {"ja": "監査ログの閲覧", "en": "read the audit log"},
-    "action.settings.edit": {"ja": "設定の変更", "en": "change settings"},
-    "action.user.manage": {"ja": "ユーザー管理", "en": "manage users"},
-    "err.forbidden": {"ja": "権限がありません: 「{action}」には {roles} の権限が必要です。",
-                      "en": "Not allowed: '{action}' needs one of these roles: {roles}."},
-    "err.not_found": {"ja": "{what}が見つかりません（id={id}）。", "en": "{what} not found (id={id})."},
-    "err.stale_version": {
-        "ja": "{what} は他のユーザーによって先に更新されました（あなたの版 {yours}、現在の版 {current}）。"
-              "再読み込みしてからもう一度保存してください。入力内容は失われていません。",
-        "en": "{what} was changed by someone else first (your version {yours}, current {current}). "
-              "Reload and save again; your input has been kept."},
-})

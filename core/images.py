@@ -44,7 +44,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from core.auth import Actor, require
-from core.i18n import UserError, register, t
+from core.i18n import UserError, t
 from core.store import Store, now_iso
 
 log = logging.getLogger(__name__)
@@ -71,71 +71,6 @@ THUMB_SIZE = 160
 JPEG_QUALITY = 95
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _ORIENTATION = ExifTags.Base.Orientation
-
-register({
-    "images.added": {"ja": "追加しました（{split}）。", "en": "Added ({split})."},
-    "images.added_name_decoded": {
-        "ja": "追加しました（{split}）。ファイル名は {encoding} として読みました。",
-        "en": "Added ({split}). The file name was read as {encoding}."},
-    "images.duplicate": {"ja": "同じ画像がこのラベルに既にあるためスキップしました。",
-                         "en": "Skipped: the same image is already in this label."},
-    "images.conflict": {
-        "ja": "同じ画像が既にラベル「{other}」（id {other_id}）にあります。移動はしていません。",
-        "en": "The same image is already in label '{other}' (id {other_id}); it was not moved."},
-    "images.empty": {"ja": "空のファイル（0 バイト）です。", "en": "The file is empty (0 bytes)."},
-    "images.not_image": {"ja": "画像ファイルではありません。", "en": "This is not an image file."},
-    "images.unsupported_format": {
-        "ja": "対応していない形式です（{format}）。JPEG・PNG・WebP・BMP・GIF・TIFF を使ってください。",
-        "en": "Unsupported format ({format}). Use JPEG, PNG, WebP, BMP, GIF or TIFF."},
-    "images.corrupt": {"ja": "画像データが壊れているか途中で切れています。",
-                       "en": "The image data is damaged or truncated."},
-    "images.keep_holdout": {
-        "ja": "「{name}」は学習済みのランで評価に使われています。評価用画像を {n} 枚未満にはできません。",
-        "en": "'{name}' is evaluated by a run that has learned it; it must keep at least {n} holdout image(s)."},
-    "images.too_large": {"ja": "ファイルが大きすぎます（{size} MB、上限 {limit} MB）。",
-                         "en": "The file is too large ({size} MB; the limit is {limit} MB)."},
-    "images.too_many_pixels": {
-        "ja": "画素数が多すぎます（{width}×{height} = {mp} MP、上限 {limit} MP）。",
-        "en": "Too many pixels ({width}×{height} = {mp} MP; the limit is {limit} MP)."},
-    "images.decompression_bomb": {
-        "ja": "展開すると巨大になる画像（解凍爆弾の疑い）のため拒否しました。",
-        "en": "Refused: the image would expand to an enormous size (possible decompression bomb)."},
-    "images.store_failed": {"ja": "保存できませんでした: {detail}", "en": "Could not store the file: {detail}"},
-    "images.zip_bad": {"ja": "zip ファイルとして読めません。", "en": "This zip archive cannot be read."},
-    "images.zip_too_large": {"ja": "zip ファイルが大きすぎます（{size} MB、上限 {limit} MB）。",
-                             "en": "The zip archive is too large ({size} MB; the limit is {limit} MB)."},
-    "images.zip_too_many": {"ja": "zip 内のファイルが多すぎます（{count} 件、上限 {limit} 件）。",
-                            "en": "The zip archive has too many entries ({count}; the limit is {limit})."},
-    "images.zip_unsafe_path": {
-        "ja": "安全でないパス（絶対パスまたは ..）のため拒否しました。",
-        "en": "Refused: unsafe path in the archive (absolute or containing '..')."},
-    "images.zip_nested": {
-        "ja": "zip の中の zip は処理しません。展開してから中身をアップロードしてください。",
-        "en": "Archives inside an archive are not processed; unpack it and upload its contents."},
-    "images.zip_encrypted": {"ja": "暗号化されたファイルは読めません。",
-                             "en": "Encrypted entries cannot be read."},
-    "images.zip_entry_corrupt": {"ja": "zip 内のこのファイルは壊れています。",
-                                 "en": "This entry of the zip archive is damaged."},
-    "images.label_not_open": {
-        "ja": "ラベル「{name}」は「{status}」のため画像を追加・移動できません。",
-        "en": "Label '{name}' is '{status}', so images cannot be added to it or moved into it."},
-    "images.not_ready": {"ja": "学習に使うには画像が足りません:\n{details}",
-                         "en": "Not enough images for training:\n{details}"},
-    "images.not_ready_label": {
-        "ja": "・「{name}」: 学習用 {n_train}/{min_train} 枚、評価用 {n_holdout}/{min_holdout} 枚",
-        "en": "• '{name}': train {n_train}/{min_train}, holdout {n_holdout}/{min_holdout}"},
-    "images.export_exists": {"ja": "出力先「{path}」は既に存在します。",
-                             "en": "The export destination '{path}' already exists."},
-    "images.export_empty": {"ja": "出力できる承認済みラベルの画像がありません。",
-                            "en": "There are no images of approved labels to export."},
-    "images.folder_missing": {"ja": "フォルダー「{path}」がありません。", "en": "Folder '{path}' does not exist."},
-    "images.folder_no_label": {
-        "ja": "フォルダー「{folder}」に対応するラベルがありません（--create-labels で作成できます）。",
-        "en": "No label matches folder '{folder}' (use --create-labels to create it)."},
-    "split.train": {"ja": "学習用", "en": "train"},
-    "split.holdout": {"ja": "評価用", "en": "holdout"},
-})
-
 
 # ---- results ------------------------------------------------------------------------------------
 @dataclass

@@ -21,32 +21,13 @@ import time
 from typing import Any
 
 from core.auth import Actor, require
-from core.i18n import UserError, register
+from core.i18n import UserError
 from core.store import Store, now_iso
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 MAX_ATTEMPTS = 3
 DEFAULT_STALE_AFTER = 60.0   # seconds without a heartbeat before a running job counts as abandoned
-
-register({
-    "jobs.not_cancellable": {"ja": "ジョブ {id} は「{status}」のため取り消せません。",
-                             "en": "Job {id} is '{status}' and cannot be cancelled."},
-    "jobs.status.queued": {"ja": "待機中", "en": "queued"},
-    "jobs.status.running": {"ja": "実行中", "en": "running"},
-    "jobs.status.done": {"ja": "完了", "en": "done"},
-    "jobs.status.failed": {"ja": "失敗", "en": "failed"},
-    "jobs.status.cancelled": {"ja": "取り消し", "en": "cancelled"},
-    "jobs.msg.queued": {"ja": "ワーカーの空きを待っています", "en": "Waiting for a worker"},
-    "jobs.msg.requeued": {"ja": "ワーカーが応答しなくなったため再投入しました（{attempts} 回目）",
-                          "en": "Re-queued: its worker stopped responding (attempt {attempts})"},
-    "jobs.msg.gave_up": {"ja": "ワーカーが {attempts} 回応答しなくなったため中止しました",
-                         "en": "Gave up after its worker stopped responding {attempts} times"},
-    "jobs.msg.cancelled": {"ja": "取り消されました", "en": "Cancelled"},
-    "jobs.msg.previous_failed": {"ja": "前のタスク（ジョブ {job}）が完了しなかったため取り消しました",
-                                 "en": "Cancelled because the previous task (job {job}) did not complete"},
-})
-
 
 def _loads(text: str | None, default: Any) -> Any:
     try:

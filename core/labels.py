@@ -13,7 +13,7 @@ from typing import Iterable
 
 from core.auth import Actor, require
 from core.glossary_store import load_glossary, save_entry
-from core.i18n import UserError, register
+from core.i18n import UserError
 from core.store import Store, now_iso
 from glossary import GlossaryEntry, basic_key, normalize_chars
 
@@ -27,40 +27,6 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "retire": (("approved", "trained"), "retired"),
     "train": (("approved",), "trained"),
 }
-
-register({
-    "labels.label": {"ja": "ラベル", "en": "Label"},
-    "labels.empty_name": {"ja": "ラベル名を入力してください。", "en": "Please enter a label name."},
-    "labels.duplicate": {
-        "ja": "「{name}」は既存のラベル「{existing}」（id {id}、{status}）と重複しています。",
-        "en": "'{name}' duplicates the existing label '{existing}' (id {id}, {status})."},
-    "labels.duplicate_entry": {
-        "ja": "「{name}」は用語「{canonical}」を指しますが、その用語には既にラベル「{existing}」（id {id}、{status}）があります。",
-        "en": "'{name}' means the glossary term '{canonical}', which already has the label '{existing}' (id {id}, {status})."},
-    "labels.needs_entry": {
-        "ja": "「{name}」は用語集で自動的に決まりませんでした（{tier}）。候補から選ぶか、新しい用語として登録してください。",
-        "en": "'{name}' did not resolve automatically in the glossary ({tier}). Pick a suggestion or create a new term."},
-    "labels.bad_transition": {
-        "ja": "ラベル「{name}」は「{status}」のため「{action}」はできません。",
-        "en": "Label '{name}' is '{status}', so '{action}' is not possible."},
-    "labels.merge_self": {"ja": "ラベルを自分自身に統合することはできません。", "en": "A label cannot be merged into itself."},
-    "labels.merge_state": {
-        "ja": "「{name}」（{status}）は統合できません。統合できるのは提案中・承認済みのラベルです。",
-        "en": "'{name}' ({status}) cannot be merged; only proposed or approved labels can be merged."},
-    "labels.merge_target": {
-        "ja": "統合先「{name}」（{status}）は有効なラベルではありません。",
-        "en": "The merge target '{name}' ({status}) is not an active label."},
-    "labels.in_training": {
-        "ja": "ラベル「{name}」は学習タスク（ラン {run}、タスク {idx}、{status}）に含まれているため、終わるまで変更できません。",
-        "en": "Label '{name}' is in a training task (run {run}, task {idx}, {status}); it cannot change until that task ends."},
-    "labels.unknown_entry": {"ja": "用語 ID「{id}」は存在しません。", "en": "Glossary id '{id}' does not exist."},
-    "status.proposed": {"ja": "提案中", "en": "proposed"},
-    "status.approved": {"ja": "承認済み", "en": "approved"},
-    "status.trained": {"ja": "学習済み", "en": "trained"},
-    "status.retired": {"ja": "廃止", "en": "retired"},
-    "status.rejected": {"ja": "却下", "en": "rejected"},
-    "status.merged": {"ja": "統合済み", "en": "merged"},
-})
 
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uff66-\uff9f]")
 

@@ -16,7 +16,7 @@ import torch
 
 from core.embeddings import embed_texts, label_embed_text
 from core.encoders import Encoder, active_encoder_spec, load_encoder, spec_has_random_weights
-from core.i18n import UserError, register
+from core.i18n import UserError
 from core.labels import get_label, list_labels
 from core.store import Store
 
@@ -42,22 +42,6 @@ NEAR_DUP_Z = 2.5
 MIN_REFERENCE = 5          # fewer approved labels cannot calibrate a distribution
 IDENTICAL_COSINE = 0.9999  # same embed text (e.g. another variant of the same glossary term)
 CSLS_K = 5                 # neighbourhood size for the hubness term r(x)
-
-register({
-    "nbr.title": {"ja": "意味の近いラベル", "en": "Semantic neighbours"},
-    "nbr.near_dup": {
-        "ja": "⚠ 既存の承認済みラベル「{name}」と重複の可能性があります（類似度 {score:.3f}、z={z:.1f}）。",
-        "en": "⚠ Possible duplicate of the approved label '{name}' (similarity {score:.3f}, z={z:.1f})."},
-    "nbr.not_dup": {
-        "ja": "最も近い承認済みラベルは「{name}」（類似度 {score:.3f}、z={z:.1f}）。重複の兆候はありません。",
-        "en": "Nearest approved label: '{name}' (similarity {score:.3f}, z={z:.1f}); no sign of a duplicate."},
-    "nbr.uncalibrated": {
-        "ja": "承認済みラベルが {n} 件しかないため重複判定はできません（{min} 件以上必要）。",
-        "en": "Only {n} approved labels: too few to judge duplicates (needs {min})."},
-    "nbr.empty_query": {"ja": "ラベルを選ぶか、テキストを入力してください。",
-                        "en": "Pick a label or type some text."},
-})
-
 
 # ---- the in-memory label index ----------------------------------------------------------------------
 

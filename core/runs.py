@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 
 from core import jobs
 from core.auth import Actor, require
-from core.i18n import UserError, register
+from core.i18n import UserError
 from core.sg.learner import LearnerConfig
 from core.sg.metrics import summarize
 from core.store import Store, now_iso
@@ -30,27 +30,6 @@ ACTIVE_TASK_STATUSES = ("queued", "running", "done")
 TASK_OVERRIDABLE = ("epochs", "lr", "batch_size", "softness", "T", "lambda_sl", "lambda_kd", "momentum",
                     "weight_decay", "augment")
 RUN_CONFIGURABLE = TASK_OVERRIDABLE + ("exemplars_per_class", "seed", "amp", "trainable_blocks")
-
-register({
-    "runs.empty_name": {"ja": "ラン名を入力してください。", "en": "Please enter a run name."},
-    "runs.no_labels": {"ja": "タスクに含めるラベルを1つ以上選んでください。",
-                       "en": "Choose at least one label for the task."},
-    "runs.not_active": {"ja": "ラン「{name}」は有効ではありません（{status}）。",
-                        "en": "Run '{name}' is not active ({status})."},
-    "runs.label_not_approved": {"ja": "ラベル「{name}」は「{status}」のため学習できません（承認済みのラベルのみ）。",
-                                "en": "Label '{name}' is '{status}'; only approved labels can be trained."},
-    "runs.label_in_run": {"ja": "ラベル「{name}」はこのランのタスク {idx} に既に含まれています。",
-                          "en": "Label '{name}' is already in task {idx} of this run."},
-    "runs.bad_config": {"ja": "設定「{setting}」の値「{value}」が不正です: {reason}",
-                        "en": "Invalid value '{value}' for '{setting}': {reason}"},
-    "runs.no_checkpoint": {"ja": "このランにはまだ完了したタスクがありません。",
-                           "en": "This run has no completed task yet."},
-    "runs.reason.not_approved": {"ja": "未承認（{status}）", "en": "not approved ({status})"},
-    "runs.reason.in_run": {"ja": "このランのタスク {idx} に含まれています", "en": "already in task {idx} of this run"},
-    "runs.reason.images": {"ja": "画像不足（学習用 {n_train}/{min_train}、評価用 {n_holdout}/{min_holdout}）",
-                           "en": "missing images (train {n_train}/{min_train}, holdout {n_holdout}/{min_holdout})"},
-})
-
 
 def encoder_family(spec: str) -> str:
     """The LearnerConfig κ family of an encoder spec: ``e5``, ``test`` (tiny-test) or ``clip``."""

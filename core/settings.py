@@ -14,34 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from core.auth import Actor, require
-from core.i18n import UserError, register
+from core.i18n import UserError
 from core.store import Store, now_iso
-
-register({
-    "settings.unknown": {"ja": "設定「{key}」は存在しません。", "en": "There is no setting '{key}'."},
-    "settings.not_number": {"ja": "「{name}」には数値を入力してください（入力: {value}）。",
-                            "en": "'{name}' needs a number (got: {value})."},
-    "settings.not_integer": {"ja": "「{name}」には整数を入力してください（入力: {value}）。",
-                             "en": "'{name}' needs a whole number (got: {value})."},
-    "settings.out_of_range": {"ja": "「{name}」は {low} 以上 {high} 以下にしてください（入力: {value}）。",
-                              "en": "'{name}' must be between {low} and {high} (got: {value})."},
-    "settings.bad_encoder": {
-        "ja": "エンコーダー指定「{value}」は使えません。e5、tiny-test、openclip:<モデル>/<重み>、"
-              "openclip:<モデル>@<チェックポイント> のいずれかを指定してください。",
-        "en": "The encoder spec '{value}' is not valid. Use e5, tiny-test, openclip:<model>/<pretrained> "
-              "or openclip:<model>@<checkpoint>."},
-    # names shown in messages and on the Admin page
-    "setting.encoder": {"ja": "エンコーダー", "en": "Encoder"},
-    "setting.prompt_templates": {"ja": "プロンプトテンプレート", "en": "Prompt templates"},
-    "setting.upload_max_bytes": {"ja": "アップロード上限（バイト/ファイル）", "en": "Upload limit (bytes per file)"},
-    "setting.upload_max_pixels": {"ja": "アップロード上限（画素数/画像）", "en": "Upload limit (pixels per image)"},
-    "setting.upload_max_zip_bytes": {"ja": "zip の上限（バイト）", "en": "Zip limit (bytes)"},
-    "setting.upload_max_zip_entries": {"ja": "zip 内のファイル数の上限", "en": "Zip limit (entries)"},
-    "setting.holdout_fraction": {"ja": "評価用に取り分ける割合", "en": "Holdout fraction"},
-    "setting.min_train_images": {"ja": "学習に必要な最少画像数（学習用）", "en": "Minimum train images per label"},
-    "setting.min_holdout_images": {"ja": "学習に必要な最少画像数（評価用）", "en": "Minimum holdout images per label"},
-    "setting.session_idle_seconds": {"ja": "無操作でログアウトするまでの秒数", "en": "Idle logout after (seconds)"},
-})
 
 SESSION_IDLE_SECONDS_DEFAULT = 8 * 3600
 

@@ -27,7 +27,7 @@ import torch
 
 from core import jobs
 from core.auth import SYSTEM
-from core.i18n import register
+
 from core.jobs import encode_message
 from core.store import Store, now_iso
 
@@ -95,19 +95,6 @@ def exemplar_dataset(store: Store, memory_state: dict, size: int, cache):
 
 
 # ---- progress -------------------------------------------------------------------------------------------
-
-register({
-    "train.phase.finalising": {"ja": "保存済みのチェックポイントから仕上げ中", "en": "finishing from a saved checkpoint"},
-    "train.phase.loading_encoder": {"ja": "エンコーダーを読み込み中", "en": "loading the encoder"},
-    "train.phase.embedding": {"ja": "ラベル名を埋め込み中", "en": "embedding label names"},
-    "train.phase.decoding": {"ja": "画像をデコード中", "en": "decoding images"},
-    "train.phase.training": {"ja": "学習中", "en": "training"},
-    "train.phase.evaluating": {"ja": "評価中", "en": "evaluating"},
-    "train.phase.saving": {"ja": "チェックポイントを保存中", "en": "saving the checkpoint"},
-    "train.phase.batch": {"ja": "エポック {epoch}/{epochs} · バッチ {batch}/{batches}",
-                          "en": "epoch {epoch}/{epochs} · batch {batch}/{batches}"},
-})
-
 
 @dataclass
 class _Progress:

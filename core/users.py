@@ -9,7 +9,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.auth import ROLES, Actor, require
-from core.i18n import UserError, register
+from core.i18n import UserError
 from core.store import Store, now_iso
 
 MAX_FAILED_LOGINS = 5
@@ -17,23 +17,6 @@ LOCKOUT_SECONDS = 15 * 60
 MIN_PASSWORD_LENGTH = 8
 
 _hasher = PasswordHasher()
-
-register({
-    "auth.bad_login": {"ja": "ユーザー名またはパスワードが違います。", "en": "Wrong user name or password."},
-    "auth.locked": {"ja": "ログインに {n} 回失敗したため、このアカウントは {minutes} 分間ロックされています。",
-                    "en": "This account is locked for {minutes} minutes after {n} failed logins."},
-    "auth.inactive": {"ja": "このアカウントは無効です。管理者に連絡してください。",
-                      "en": "This account is disabled. Please contact an admin."},
-    "auth.user_exists": {"ja": "ユーザー「{username}」は既に存在します。", "en": "User '{username}' already exists."},
-    "auth.bad_role": {"ja": "不明なロール「{role}」です。", "en": "Unknown role '{role}'."},
-    "auth.short_password": {"ja": "パスワードは {n} 文字以上にしてください。",
-                            "en": "Passwords need at least {n} characters."},
-    "auth.last_admin": {"ja": "最後の有効な管理者は降格・無効化できません。先に別の管理者を作成してください。",
-                        "en": "The last active admin cannot be demoted or disabled; create another admin first."},
-    "auth.bad_username": {"ja": "ユーザー名には英数字と . _ - だけを使えます。",
-                          "en": "User names may only use letters, digits and . _ -"},
-})
-
 
 def _valid_username(username: str) -> bool:
     return bool(username) and len(username) <= 64 and all(c.isalnum() or c in "._-" for c in username)

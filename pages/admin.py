@@ -9,47 +9,8 @@ import streamlit as st
 from core import settings as settings_service
 from core import users as user_service
 from core.auth import ROLES
-from core.i18n import UserError, register
+from core.i18n import UserError
 from pages.ui import page_context, run_action
-
-register({
-    "adm.title": {"ja": "管理", "en": "Admin"},
-    "adm.users": {"ja": "ユーザー", "en": "Users"},
-    "adm.settings": {"ja": "設定", "en": "Settings"},
-    "adm.col.username": {"ja": "ユーザー名", "en": "User name"},
-    "adm.col.role": {"ja": "ロール", "en": "Role"},
-    "adm.col.active": {"ja": "有効", "en": "Active"},
-    "adm.col.locked": {"ja": "ロック中", "en": "Locked"},
-    "adm.col.created": {"ja": "作成日時", "en": "Created"},
-    "adm.create": {"ja": "ユーザーを作成", "en": "Create a user"},
-    "adm.username": {"ja": "ユーザー名", "en": "User name"},
-    "adm.password": {"ja": "初期パスワード", "en": "Initial password"},
-    "adm.role": {"ja": "ロール", "en": "Role"},
-    "adm.create_submit": {"ja": "作成", "en": "Create"},
-    "adm.created": {"ja": "ユーザー「{username}」を作成しました。", "en": "Created user '{username}'."},
-    "adm.manage": {"ja": "ユーザーを管理", "en": "Manage a user"},
-    "adm.pick": {"ja": "ユーザーを選択", "en": "Choose a user"},
-    "adm.set_role": {"ja": "ロールを変更", "en": "Change role"},
-    "adm.deactivate": {"ja": "無効にする", "en": "Deactivate"},
-    "adm.activate": {"ja": "有効にする（ロック解除）", "en": "Activate (and unlock)"},
-    "adm.new_password": {"ja": "新しいパスワード", "en": "New password"},
-    "adm.reset_password": {"ja": "パスワードを再設定", "en": "Reset password"},
-    "adm.self_note": {"ja": "自分自身のロール変更・無効化はできません（管理者がいなくなるのを防ぐため）。",
-                      "en": "You cannot change your own role or deactivate yourself (so an admin always remains)."},
-    "adm.saved": {"ja": "保存しました。", "en": "Saved."},
-    "adm.settings_save": {"ja": "設定を保存", "en": "Save settings"},
-    "adm.settings_saved": {"ja": "{n} 件の設定を変更しました。", "en": "Changed {n} settings."},
-    "adm.settings_unchanged": {"ja": "変更はありません。", "en": "Nothing changed."},
-    "adm.reset_setting": {"ja": "既定値に戻す", "en": "Reset to default"},
-    "adm.default": {"ja": "既定値: {value}", "en": "Default: {value}"},
-    "adm.template": {"ja": "プロンプト（{language}、{{}} がラベルになります）", "en": "Prompt ({language}; {{}} becomes the label)"},
-    "adm.encoder_env": {"ja": "環境変数 SGCL_ENCODER={value} が設定されているため、エンコーダー設定より優先されます。",
-                        "en": "The environment variable SGCL_ENCODER={value} is set and overrides the encoder setting."},
-    "adm.encoder_note": {"ja": "エンコーダーを変えると、以後の埋め込みと新しい学習ランに使われます（既存のランは元のエンコーダーのままです）。",
-                         "en": "A new encoder applies to new embeddings and new runs; existing runs keep the encoder they were trained with."},
-    "adm.home": {"ja": "データの保存先（SGCL_HOME、起動時に決まります）: {home}",
-                 "en": "Data home (SGCL_HOME, fixed at start-up): {home}"},
-})
 
 ctx = page_context()
 store, me = ctx.store, ctx.actor

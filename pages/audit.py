@@ -7,27 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from core import audit as audit_service
-from core.i18n import UserError, register
+from core.i18n import UserError
 from pages.ui import page_context
-
-register({
-    "ap.title": {"ja": "監査ログ", "en": "Audit log"},
-    "ap.actor": {"ja": "ユーザー", "en": "User"},
-    "ap.action": {"ja": "操作の種類", "en": "Action"},
-    "ap.target_type": {"ja": "対象の種類", "en": "Target type"},
-    "ap.dates": {"ja": "期間（UTC）", "en": "Date range (UTC)"},
-    "ap.text": {"ja": "キーワード", "en": "Search text"},
-    "ap.any": {"ja": "（すべて）", "en": "(any)"},
-    "ap.count": {"ja": "{n} 件中 {shown} 件を表示（新しい順）", "en": "Showing {shown} of {n} rows (newest first)"},
-    "ap.none": {"ja": "条件に合う記録はありません。", "en": "No rows match."},
-    "ap.download": {"ja": "CSV をダウンロード", "en": "Download CSV"},
-    "ap.col.at": {"ja": "日時（UTC）", "en": "When (UTC)"},
-    "ap.col.actor": {"ja": "ユーザー", "en": "User"},
-    "ap.col.action": {"ja": "操作", "en": "Action"},
-    "ap.col.target_type": {"ja": "対象", "en": "Target"},
-    "ap.col.target_id": {"ja": "対象 ID", "en": "Target id"},
-    "ap.col.details": {"ja": "詳細", "en": "Details"},
-})
 
 PAGE_ROWS = 500
 

@@ -5,45 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from core import glossary_store
-from core.i18n import UserError, register
+from core.i18n import UserError
 from glossary import GlossaryEntry
 from pages.ui import page_context, run_action
-
-register({
-    "gp.title": {"ja": "用語集", "en": "Glossary"},
-    "gp.search": {"ja": "検索（表記ゆれも可）", "en": "Search (variants welcome)"},
-    "gp.lookup": {"ja": "「{query}」→ {result}", "en": "'{query}' → {result}"},
-    "gp.no_match": {"ja": "一致なし", "en": "no match"},
-    "gp.suggestions": {"ja": "候補: {items}", "en": "Suggestions: {items}"},
-    "gp.entries": {"ja": "項目（{n} 件）", "en": "Entries ({n})"},
-    "gp.edit": {"ja": "項目を編集", "en": "Edit an entry"},
-    "gp.pick": {"ja": "項目", "en": "Entry"},
-    "gp.canonical": {"ja": "正規形", "en": "Canonical"},
-    "gp.reading": {"ja": "読み（カタカナ）", "en": "Reading (katakana)"},
-    "gp.en": {"ja": "英語", "en": "English"},
-    "gp.embed_text": {"ja": "埋め込み用テキスト（空なら正規形）", "en": "Text to embed (empty: canonical)"},
-    "gp.aliases": {"ja": "別名（| 区切り）", "en": "Aliases (| separated)"},
-    "gp.distinct": {"ja": "区別する項目 ID（| 区切り）", "en": "Distinct from ids (| separated)"},
-    "gp.notes": {"ja": "メモ", "en": "Notes"},
-    "gp.status": {"ja": "状態", "en": "Status"},
-    "gp.save": {"ja": "保存", "en": "Save"},
-    "gp.changed_meanwhile": {"ja": "この項目は表示後に他のユーザーが更新しました（表示時の版 {seen}、現在 {current}）。",
-                             "en": "Someone else changed this entry since you opened it (you saw version {seen}, now {current})."},
-    "gp.reload": {"ja": "最新の内容を読み込む（入力は破棄）", "en": "Load the latest version (discards your typing)"},
-    "gp.saved": {"ja": "保存しました。", "en": "Saved."},
-    "gp.new": {"ja": "新しい項目", "en": "New entry"},
-    "gp.id": {"ja": "ID（例: defect.scratch）", "en": "Id (e.g. defect.scratch)"},
-    "gp.create": {"ja": "作成", "en": "Create"},
-    "gp.import": {"ja": "CSV を取り込む", "en": "Import CSV"},
-    "gp.preview": {"ja": "追加 {added} 件、変更 {changed} 件、変更なし {unchanged} 件",
-                   "en": "{added} to add, {changed} to change, {unchanged} unchanged"},
-    "gp.apply": {"ja": "取り込みを実行", "en": "Apply import"},
-    "gp.applied": {"ja": "取り込みました。", "en": "Imported."},
-    "gp.export": {"ja": "CSV をダウンロード", "en": "Download CSV"},
-    "gp.lint": {"ja": "衝突チェック", "en": "Collision lint"},
-    "gp.lint_clean": {"ja": "衝突はありません。", "en": "No collisions."},
-    "gp.read_only": {"ja": "編集にはレビュアー以上の権限が必要です。", "en": "Editing needs the reviewer role or above."},
-})
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor

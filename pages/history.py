@@ -8,41 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from core import runs
-from core.i18n import register
+
 from core.labels import get_label
 from pages.ui import page_context, run_action
-
-register({
-    "hi.title": {"ja": "学習履歴", "en": "Training history"},
-    "hi.no_runs": {"ja": "まだランがありません。", "en": "No runs yet."},
-    "hi.run": {"ja": "ラン", "en": "Run"},
-    "hi.compare": {"ja": "別のランと比較", "en": "Compare with another run"},
-    "hi.other": {"ja": "比較するラン", "en": "Run to compare"},
-    "hi.no_tasks": {"ja": "このランにはまだ完了したタスクがありません。", "en": "This run has no completed task yet."},
-    "hi.encoder": {"ja": "エンコーダー: {spec} · 作成: {by}（{at}）", "en": "Encoder: {spec} · created by {by} ({at})"},
-    "hi.config": {"ja": "設定", "en": "Configuration"},
-    "hi.aia": {"ja": "平均逐次精度（AIA）", "en": "Average incremental accuracy"},
-    "hi.last": {"ja": "最終精度", "en": "Last accuracy"},
-    "hi.forgetting": {"ja": "忘却", "en": "Forgetting"},
-    "hi.bwt": {"ja": "後方転移（BWT）", "en": "Backward transfer (BWT)"},
-    "hi.matrix": {"ja": "精度行列（行: 学習したタスク、列: 評価したタスク）",
-                  "en": "Accuracy matrix (rows: task trained, columns: task evaluated)"},
-    "hi.trained": {"ja": "学習後のタスク", "en": "After task"},
-    "hi.evaluated": {"ja": "評価タスク", "en": "Evaluated task"},
-    "hi.accuracy": {"ja": "精度（%）", "en": "Accuracy (%)"},
-    "hi.per_step": {"ja": "各タスク学習後の精度（見たクラス全体）", "en": "Accuracy over all seen classes after each task"},
-    "hi.per_task": {"ja": "タスクごとの精度の推移（後のタスクを学習するにつれて）",
-                    "en": "How each task's accuracy evolves as later tasks are learned"},
-    "hi.task": {"ja": "タスク", "en": "Task"},
-    "hi.tasks": {"ja": "タスクとラベル", "en": "Tasks and their labels"},
-    "hi.col.labels": {"ja": "ラベル", "en": "Labels"},
-    "hi.col.classes": {"ja": "クラス数", "en": "Classes"},
-    "hi.task_aware": {"ja": "タスク既知の精度", "en": "Task-aware accuracy"},
-    "hi.csv": {"ja": "CSV をダウンロード", "en": "Download CSV"},
-    "hi.series": {"ja": "指標", "en": "Metric"},
-    "hi.task_agnostic": {"ja": "タスク未知", "en": "task-agnostic"},
-    "hi.task_aware_short": {"ja": "タスク既知", "en": "task-aware"},
-})
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor

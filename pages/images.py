@@ -9,62 +9,11 @@ import streamlit as st
 
 from core import images
 from core import labels as label_service
-from core.i18n import register
+
 from pages.ui import page_context, run_action
 
 PAGE_SIZE = 24
 GRID_COLUMNS = 6
-
-register({
-    "ip.title": {"ja": "画像", "en": "Images"},
-    "ip.no_labels": {"ja": "画像を追加できるラベルがありません。先にラベルを提案してください。",
-                     "en": "No label can receive images yet. Propose a label first."},
-    "ip.counts": {"ja": "ラベルごとの枚数", "en": "Images per label"},
-    "ip.label": {"ja": "ラベル", "en": "Label"},
-    "ip.split": {"ja": "区分", "en": "Split"},
-    "ip.count": {"ja": "枚数", "en": "Images"},
-    "ip.ready": {"ja": "学習可能", "en": "Ready"},
-    "ip.missing": {"ja": "不足", "en": "Missing"},
-    "ip.missing_text": {"ja": "学習用あと {train} 枚、評価用あと {holdout} 枚",
-                        "en": "{train} more train, {holdout} more holdout"},
-    "ip.pick": {"ja": "ラベルを選択", "en": "Choose a label"},
-    "ip.ready_ok": {"ja": "このラベルは学習に使えます（学習用 {train} 枚、評価用 {holdout} 枚）。",
-                    "en": "This label is ready for training ({train} train, {holdout} holdout)."},
-    "ip.ready_missing": {"ja": "学習に使うには、学習用あと {train} 枚・評価用あと {holdout} 枚が必要です。",
-                         "en": "Before training it needs {train} more train and {holdout} more holdout images."},
-    "ip.upload": {"ja": "画像をアップロード（複数ファイル・zip 可）", "en": "Upload images (several files or zips)"},
-    "ip.upload_help": {"ja": "1 ファイル {mb} MB まで。zip は展開して 1 階層だけ処理します。",
-                       "en": "Up to {mb} MB per file. Zips are unpacked one level deep."},
-    "ip.add": {"ja": "「{name}」に追加", "en": "Add to '{name}'"},
-    "ip.progress": {"ja": "{done}/{total} 処理中: {name}", "en": "{done}/{total}: {name}"},
-    "ip.summary": {"ja": "追加 {added}、重複 {duplicate}、競合 {conflict}、エラー {error}（{secs:.1f} 秒）",
-                   "en": "Added {added}, duplicates {duplicate}, conflicts {conflict}, errors {error} ({secs:.1f} s)"},
-    "ip.file": {"ja": "ファイル", "en": "File"},
-    "ip.result": {"ja": "結果", "en": "Result"},
-    "ip.message": {"ja": "内容", "en": "Message"},
-    "ip.status.added": {"ja": "追加", "en": "added"},
-    "ip.status.duplicate": {"ja": "重複", "en": "duplicate"},
-    "ip.status.conflict": {"ja": "競合", "en": "conflict"},
-    "ip.status.error": {"ja": "エラー", "en": "error"},
-    "ip.gallery": {"ja": "画像一覧（{n} 枚）", "en": "Images ({n})"},
-    "ip.empty": {"ja": "このラベルにはまだ画像がありません。", "en": "This label has no images yet."},
-    "ip.page": {"ja": "ページ（全 {pages}）", "en": "Page (of {pages})"},
-    "ip.select": {"ja": "選択", "en": "Select"},
-    "ip.manage": {"ja": "選択した {n} 枚を管理", "en": "Manage the {n} selected images"},
-    "ip.move_to": {"ja": "移動先", "en": "Move to"},
-    "ip.move": {"ja": "移動", "en": "Move"},
-    "ip.moved": {"ja": "{n} 枚を移動しました。", "en": "Moved {n} images."},
-    "ip.confirm_delete": {"ja": "削除を確認しました（元に戻せません）", "en": "I confirm deletion (cannot be undone)"},
-    "ip.delete": {"ja": "削除", "en": "Delete"},
-    "ip.deleted": {"ja": "{n} 枚を削除しました。", "en": "Deleted {n} images."},
-    "ip.export": {"ja": "データセットの書き出し", "en": "Export the dataset"},
-    "ip.export_help": {"ja": "承認済み・学習済みラベルの画像を train/・test/ フォルダーと images.csv の zip にします。",
-                       "en": "Approved and trained labels' images as a zip of train/ and test/ folders plus images.csv."},
-    "ip.export_build": {"ja": "zip を作成", "en": "Build the zip"},
-    "ip.export_ready": {"ja": "{n} 枚（{labels} ラベル）を書き出しました。", "en": "Exported {n} images of {labels} labels."},
-    "ip.download": {"ja": "ダウンロード", "en": "Download"},
-})
-
 
 @st.cache_data(show_spinner=False, max_entries=5000)
 def thumbnail_bytes(_store, home: str, sha256: str, path: str) -> bytes:

@@ -5,61 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from core import labels as label_service
-from core.i18n import UserError, register
+from core.i18n import UserError
 from core.neighbours import neighbour_preview
 from pages.ui import page_context, run_action
-
-register({
-    "lp.title": {"ja": "ラベル", "en": "Labels"},
-    "lp.propose": {"ja": "新しいラベルを提案", "en": "Propose a new label"},
-    "lp.name": {"ja": "ラベル名（日本語または英語）", "en": "Label name (Japanese or English)"},
-    "lp.normalized": {"ja": "正規化: {text}", "en": "Normalised: {text}"},
-    "lp.tier": {"ja": "一致の種類", "en": "Match"},
-    "lp.auto": {"ja": "用語集の「{canonical}」（{entry}）に自動で対応します — {tier}",
-                "en": "Maps automatically to '{canonical}' ({entry}) — {tier}"},
-    "lp.not_auto": {"ja": "自動では決まりません（{tier}）。候補を選ぶか新しい用語を作成してください。",
-                    "en": "No automatic match ({tier}). Pick a suggestion or create a new term."},
-    "lp.choice": {"ja": "対応する用語", "en": "Glossary term"},
-    "lp.new_term": {"ja": "新しい用語として登録", "en": "Create a new term"},
-    "lp.reading": {"ja": "読み（カタカナ）", "en": "Reading (katakana)"},
-    "lp.en": {"ja": "英語", "en": "English gloss"},
-    "lp.submit": {"ja": "提案する", "en": "Propose"},
-    "lp.proposed": {"ja": "「{name}」を提案しました。", "en": "Proposed '{name}'."},
-    "lp.list": {"ja": "ラベル一覧", "en": "All labels"},
-    "lp.status_filter": {"ja": "状態で絞り込み", "en": "Filter by status"},
-    "lp.none": {"ja": "該当するラベルはありません。", "en": "No labels match."},
-    "lp.review": {"ja": "レビュー", "en": "Review"},
-    "lp.pick": {"ja": "ラベルを選択", "en": "Choose a label"},
-    "lp.approve": {"ja": "承認", "en": "Approve"},
-    "lp.reject": {"ja": "却下", "en": "Reject"},
-    "lp.retire": {"ja": "廃止", "en": "Retire"},
-    "lp.rename": {"ja": "名前を変更", "en": "Rename"},
-    "lp.new_name": {"ja": "新しい名前", "en": "New name"},
-    "lp.merge_into": {"ja": "統合先", "en": "Merge into"},
-    "lp.merge": {"ja": "統合する", "en": "Merge"},
-    "lp.alias": {"ja": "別名を追加", "en": "Add alias"},
-    "lp.aliases": {"ja": "別名: {aliases}", "en": "Aliases: {aliases}"},
-    "lp.done": {"ja": "保存しました。", "en": "Saved."},
-    "lp.changed_meanwhile": {"ja": "このラベルは表示後に他のユーザーが更新しました（表示時の版 {seen}、現在 {current}）。",
-                             "en": "Someone else changed this label since you opened it (you saw version {seen}, now {current})."},
-    "lp.reload": {"ja": "最新の内容を読み込む", "en": "Load the latest version"},
-    "lp.neighbours": {"ja": "意味的に近い既存ラベル", "en": "Semantically closest existing labels"},
-    "lp.merge_suggest": {"ja": "「{name}」に統合", "en": "Merge into '{name}'"},
-    "lp.neighbours_unavailable": {"ja": "近傍を計算できません: {reason}", "en": "Neighbours unavailable: {reason}"},
-    "tier.exact": {"ja": "完全一致", "en": "exact"},
-    "tier.basic": {"ja": "文字正規化一致（幅・長音・大文字小文字）", "en": "character normalisation (width, dash, case)"},
-    "tier.kana": {"ja": "かな一致（ひらがな→カタカナ）", "en": "kana match (hiragana→katakana)"},
-    "tier.lemma": {"ja": "語彙素一致（送り仮名・異体字）", "en": "lemma match (okurigana, variant kanji)"},
-    "tier.reading": {"ja": "読み一致", "en": "reading match"},
-    "tier.reading~": {"ja": "読みが同じ候補（要確認）", "en": "same reading (please confirm)"},
-    "tier.contains": {"ja": "含まれる用語の候補", "en": "contains a known term"},
-    "tier.none": {"ja": "一致なし（新しい用語）", "en": "no match (new term)"},
-    "col.id": {"ja": "ID", "en": "ID"}, "col.name": {"ja": "名前", "en": "Name"},
-    "col.canonical": {"ja": "正規形", "en": "Canonical"}, "col.reading": {"ja": "読み", "en": "Reading"},
-    "col.en": {"ja": "英語", "en": "English"}, "col.status": {"ja": "状態", "en": "Status"},
-    "col.by": {"ja": "作成者", "en": "Created by"},
-    "col.rank": {"ja": "順位", "en": "Rank"}, "col.similarity": {"ja": "類似度", "en": "Similarity"}, "col.version": {"ja": "版", "en": "Version"},
-})
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor

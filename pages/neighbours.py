@@ -7,42 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from core.encoders import active_encoder_spec, load_encoder, spec_has_random_weights
-from core.i18n import UserError, register
+from core.i18n import UserError
 from core.neighbours import DEFAULT_STATUSES, label_index, near_duplicates, neighbours, similarity_matrix
 from pages.ui import page_context
-
-register({
-    "nbrpage.intro": {
-        "ja": "ラベル（またはテキスト）に意味の近い既存ラベルを表示します。日本語と英語のラベルは同じ空間にあります。",
-        "en": "Shows the existing labels closest in meaning to a label (or any text). Japanese and English labels share one space."},
-    "nbrpage.embedding": {"ja": "ラベルの埋め込みを計算中…", "en": "Computing label embeddings…"},
-    "nbrpage.loading": {"ja": "エンコーダーを読み込み中…", "en": "Loading the encoder…"},
-    "nbrpage.no_labels": {"ja": "まだラベルがありません。ラベルページで提案してください。",
-                          "en": "No labels yet. Propose some on the Labels page."},
-    "nbrpage.query_mode": {"ja": "検索対象", "en": "Query"},
-    "nbrpage.mode_label": {"ja": "既存のラベル", "en": "An existing label"},
-    "nbrpage.mode_text": {"ja": "自由入力のテキスト", "en": "Free text"},
-    "nbrpage.pick_label": {"ja": "ラベル", "en": "Label"},
-    "nbrpage.text": {"ja": "テキスト", "en": "Text"},
-    "nbrpage.k": {"ja": "表示件数", "en": "How many"},
-    "nbrpage.statuses": {"ja": "対象の状態", "en": "Statuses"},
-    "nbrpage.table": {"ja": "近傍ラベル", "en": "Nearest labels"},
-    "nbrpage.none_found": {"ja": "該当するラベルがありません。", "en": "No matching labels."},
-    "nbrpage.download_table": {"ja": "近傍表を CSV でダウンロード", "en": "Download the neighbour table (CSV)"},
-    "nbrpage.heatmap": {"ja": "類似度ヒートマップ", "en": "Similarity heatmap"},
-    "nbrpage.heatmap_help": {
-        "ja": "似たラベルが隣り合うように並べ替えています（階層クラスタリング）。",
-        "en": "Rows and columns are ordered by hierarchical clustering so similar labels sit together."},
-    "nbrpage.filter": {"ja": "名前で絞り込み", "en": "Filter by name"},
-    "nbrpage.max_n": {"ja": "最大ラベル数", "en": "Max labels"},
-    "nbrpage.download_matrix": {"ja": "類似度行列を CSV でダウンロード", "en": "Download the similarity matrix (CSV)"},
-    "nbrpage.too_few": {"ja": "ヒートマップには2件以上のラベルが必要です。", "en": "The heatmap needs at least two labels."},
-    "nbrpage.col.rank": {"ja": "順位", "en": "Rank"},
-    "nbrpage.col.label": {"ja": "ラベル", "en": "Label"},
-    "nbrpage.col.canonical": {"ja": "正規形", "en": "Canonical"},
-    "nbrpage.col.status": {"ja": "状態", "en": "Status"},
-    "nbrpage.col.similarity": {"ja": "類似度", "en": "Similarity"},
-})
 
 ctx = page_context()
 st.title(ctx.t("nbr.title"))

@@ -5,31 +5,10 @@ import pandas as pd
 import streamlit as st
 
 from core import runs
-from core.i18n import register
+
 from core.images import UPLOAD_EXTENSIONS, image_path
 from core.training import predict_image
 from pages.ui import page_context, run_action
-
-register({
-    "pr.missing_file": {"ja": "画像 #{id} のファイルがデータフォルダにありません。管理者に連絡してください。",
-                        "en": "The file of image #{id} is missing from the data folder; please tell an admin."},
-    "pr.title": {"ja": "推論", "en": "Predict"},
-    "pr.no_runs": {"ja": "完了したタスクのあるランがまだありません。", "en": "No run has a completed task yet."},
-    "pr.run": {"ja": "ラン", "en": "Run"},
-    "pr.model": {"ja": "タスク {idx} までを学習したモデル（{classes} クラス）· {encoder}",
-                 "en": "Model after task {idx} ({classes} classes) · {encoder}"},
-    "pr.upload": {"ja": "画像をアップロード", "en": "Upload an image"},
-    "pr.sample": {"ja": "または評価用画像から選ぶ", "en": "Or pick a holdout image"},
-    "pr.none": {"ja": "（選ばない）", "en": "(none)"},
-    "pr.top_k": {"ja": "上位件数", "en": "Top k"},
-    "pr.results": {"ja": "予測（タスク {idx} 時点のモデル）", "en": "Predictions (model after task {idx})"},
-    "pr.col.rank": {"ja": "順位", "en": "Rank"},
-    "pr.col.canonical": {"ja": "クラス", "en": "Class"},
-    "pr.col.reading": {"ja": "読み", "en": "Reading"},
-    "pr.col.en": {"ja": "英語", "en": "English"},
-    "pr.col.score": {"ja": "スコア", "en": "Score"},
-    "pr.truth": {"ja": "正解ラベル: {name}", "en": "True label: {name}"},
-})
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor

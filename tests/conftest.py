@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# Any message key missing from the catalogues fails the test that renders it (core/i18n.py).
+os.environ.setdefault("SGCL_I18N_STRICT", "1")
+
 from core.auth import Actor
 from core.store import Store
 
