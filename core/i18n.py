@@ -91,7 +91,8 @@ class UserError(Exception):
 
 # Parameters whose values are codes (a status, a role list, an action, a kind of thing): shown in the
 # reader's language when a string exists for them, e.g. status=approved → 承認済み.
-_PARAM_PREFIX = {"status": "status", "action": "action", "what": "what", "role": "role"}
+_PARAM_PREFIX = {"status": "status", "action": "action", "what": "what", "role": "role",
+                 "field": "input.field"}
 
 
 def localise_params(params: dict, lang: str) -> dict:

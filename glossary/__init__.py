@@ -14,11 +14,11 @@ from pathlib import Path
 from .lookup import Glossary, replace_entry
 from .model import (AUTO_TIERS, STATUSES, TIERS, Collision, GlossaryCSVError, GlossaryEntry, GlossaryError,
                     LookupResult, Suggestion)
-from .normalize import basic_key, english_key, is_kana_only, kana_key, normalize_chars
+from .normalize import basic_key, english_key, is_kana_only, kana_key, normalize_chars, strip_invisible
 
 __all__ = [
     "Glossary", "GlossaryEntry", "LookupResult", "Suggestion", "Collision", "GlossaryError",
-    "GlossaryCSVError", "normalize_chars", "basic_key", "kana_key", "english_key", "is_kana_only",
+    "GlossaryCSVError", "normalize_chars", "strip_invisible", "basic_key", "kana_key", "english_key", "is_kana_only",
     "starter_path", "TIERS", "AUTO_TIERS", "STATUSES", "replace_entry",
 ]
 

@@ -9,7 +9,7 @@ import re
 import unicodedata
 
 __all__ = [
-    "normalize_chars", "basic_key", "kana_key", "hira2kata", "is_kana", "is_kana_only",
+    "strip_invisible", "normalize_chars", "basic_key", "kana_key", "hira2kata", "is_kana", "is_kana_only",
     "english_key", "DASHES",
 ]
 
@@ -62,14 +62,24 @@ def _fix_spaces(text: str) -> str:
     return out
 
 
+def strip_invisible(text: str) -> str:
+    """Remove format characters (Unicode category Cf: zero-width spaces/joiners, BOM, soft hyphen,
+    bidi embeddings/overrides/isolates): they change neither how a term reads nor what it means, but
+    they make ``キ\u200dズ`` differ from ``キズ`` and let ``abc\u202edef`` display as "abcfed"."""
+    if not text or text.isascii():
+        return text
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
 def normalize_chars(text: str) -> str:
-    """Spec §3.1 step 2: NFKC, dash→ー after kana (then collapse ーー), whitespace clean-up.
+    """Spec §3.1 step 2: invisible characters removed, NFKC, dash→ー after kana (then collapse ーー),
+    whitespace clean-up.
 
     Case is preserved (morphological analysis must see ``M3``, not ``m3``). Tildes are untouched.
     """
     if not text:
         return ""
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", strip_invisible(text))
     text = _fold_dashes(text)
     return _fix_spaces(text)
 
