@@ -13,12 +13,11 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict
-from difflib import SequenceMatcher
 from functools import lru_cache
 from itertools import combinations
 from typing import IO, Iterable, Iterator
 
-from . import analyzer
+from . import analyzer, typo
 from .model import (AUTO_TIERS, Collision, GlossaryEntry, GlossaryError, LookupResult, Suggestion,
                     validate_entry)
 from .normalize import english_key, hira2kata, is_kana, kana_key, normalize_chars
@@ -28,7 +27,7 @@ __all__ = ["Glossary"]
 log = logging.getLogger(__name__)
 
 MAX_SUGGESTIONS = 8
-FUZZY_MIN = 0.6
+READING_MIN_KANJI_ONLY = 3   # see the reading~ comment in Glossary._suggestions
 
 
 def _is_kanji(ch: str) -> bool:
@@ -38,6 +37,34 @@ def _is_kanji(ch: str) -> bool:
 
 def _kana_only(norm: str) -> bool:
     return bool(norm) and all(is_kana(c) for c in norm)
+
+
+def _spans(text: str, tokens) -> list[tuple[int, int]]:
+    """(start, end) of each token in ``text`` (MeCab drops the spaces between tokens)."""
+    out, pos = [], 0
+    for tok in tokens:
+        start = text.find(tok.surface, pos)
+        if start < 0:        # cannot happen for MeCab output of this text; stay conservative
+            start = pos
+        pos = start + len(tok.surface)
+        out.append((start, pos))
+    return out
+
+
+def _boundaries(text: str, tokens) -> set[int]:
+    bounds = {0, len(text)}
+    for start, end in _spans(text, tokens):
+        bounds.update((start, end))
+    return bounds
+
+
+def _whole_word_in(word: str, text: str, bounds: set[int]) -> bool:
+    start = text.find(word)
+    while start >= 0:
+        if start in bounds and start + len(word) in bounds:
+            return True
+        start = text.find(word, start + 1)
+    return False
 
 
 def _clean_list(items: Iterable[str]) -> list[str]:
@@ -234,7 +261,9 @@ class Glossary:
         ud_words: dict[str, set[str]] = {}
         ud_readings: dict[str, str] = {}
         en_phrases: list[tuple[str, tuple[str, ...], str]] = []
-        fuzzy: list[tuple[str, str, str]] = []
+        # typo candidates: English forms by first letter, kana forms by their typo fold (glossary.typo)
+        typo_en: dict[str, list[tuple[str, str, str]]] = {}
+        typo_kana: dict[str, list[tuple[str, str, str]]] = {}
         blocked: dict[str, set[str]] = {}
         distinct: set[frozenset[str]] = set()
 
@@ -255,7 +284,8 @@ class Glossary:
                 if k.ascii:
                     add("lemma", k.lemma, eid, form)
                     en_phrases.append((eid, tuple(k.lemma[3:].split()), form))
-                    fuzzy.append((eid, form, k.basic))
+                    if k.basic:
+                        typo_en.setdefault(k.basic[0], []).append((eid, form, k.basic))
                     continue
                 add("kana", k.kana, eid, form)
                 # Trust the analyser's lemma of a kana-only form only when it does not invent a
@@ -270,25 +300,23 @@ class Glossary:
                 ud_words.setdefault(k.norm, set()).add(eid)
                 if k.reading and k.reading != k.norm:
                     ud_readings.setdefault(k.norm, k.reading)
-                fuzzy.append((eid, form, k.kana))
+                if k.kana_only:
+                    typo_kana.setdefault(typo.kana_fold(k.kana), []).append((eid, form, k.kana))
             if e.reading:
                 rk = kana_key(e.reading)
                 add("reading", rk, eid, f"({e.reading})")
                 if len(rk) >= 2:  # 1-character readings match fragments (spec §3.5 pitfall)
                     ud_words.setdefault(rk, set()).add(eid)
-                fuzzy.append((eid, e.reading, rk))
+                if _kana_only(rk):
+                    typo_kana.setdefault(typo.kana_fold(rk), []).append((eid, e.reading, rk))
 
         self._idx = idx
         self._tokens_ix = tokens_ix
         self._ud_words = {w: frozenset(s) for w, s in ud_words.items()}
         self._ud_readings = ud_readings
         self._en_phrases = en_phrases
-        self._fuzzy = fuzzy
-        by_char: dict[str, list[int]] = {}
-        for i, (_, _, fk) in enumerate(fuzzy):
-            for ch in set(fk):
-                by_char.setdefault(ch, []).append(i)
-        self._fuzzy_by_char = by_char
+        self._typo_en = typo_en
+        self._typo_kana = typo_kana
         self._blocked = blocked
         self._distinct = distinct
 
@@ -375,7 +403,7 @@ class Glossary:
         seen = {s.entry_id for s in suggestions}
         suggestions += [s for s in retired if s.entry_id not in seen]
         result.suggestions = suggestions[:MAX_SUGGESTIONS]
-        if result.suggestions and result.suggestions[0].tier in ("reading~", "contains"):
+        if result.suggestions and result.suggestions[0].tier in ("reading~", "contains", "typo"):
             result.tier = result.suggestions[0].tier
         return result
 
@@ -390,9 +418,12 @@ class Glossary:
                 out.append(self._suggest(eid, tier, score, reason))
 
         # reading~: same reading, different spelling (mixed kanji/kana input). Never automatic:
-        # homophones such as 掛け/欠け, 遺物/異物, 我/割れ, 寂/錆.
+        # homophones such as 掛け/欠け, 遺物/異物, 我/割れ, 寂/錆. Input of kanji only with a reading
+        # of 1–2 kana is left out: such readings are shared by too many everyday words (椅子 and
+        # 鋳巣 both read イス) for the coincidence to mean anything.
         q_reading = "" if ascii_q else analyzer.reading_key(norm)
-        if not ascii_q and not kana_only and q_reading:
+        has_kana = any(is_kana(c) for c in norm)
+        if not ascii_q and not kana_only and q_reading and (has_kana or len(q_reading) >= READING_MIN_KANJI_ONLY):
             for eid in self._sort_ids(self._idx["reading"].get(q_reading, {})):
                 push(eid, "reading~", 0.9, f"same reading {q_reading}")
 
@@ -400,29 +431,22 @@ class Glossary:
         for eid, score, part in self._containment(norm, bk, ascii_q):
             push(eid, "contains", score, f"contains 「{part}」")
 
-        # new term: character similarity on the kana key and on the reading.
-        scored: dict[str, tuple[float, str]] = {}
-        probes = [kk] if ascii_q else list(dict.fromkeys(p for p in (kk, q_reading) if p))
-        for probe in probes:
-            # Upper bound of SequenceMatcher.ratio: 2*M/(la+lb) with M <= sum of the probe's counts
-            # of characters the candidate also has. Candidates sharing no character are never seen.
-            shared: dict[int, int] = {}
-            for ch in set(probe):
-                n = probe.count(ch)
-                for i in self._fuzzy_by_char.get(ch, ()):
-                    shared[i] = shared.get(i, 0) + n
-            for i, bound in shared.items():
-                eid, form, fk = self._fuzzy[i]
-                if eid in seen or 2 * bound < FUZZY_MIN * (len(probe) + len(fk)):
-                    continue
-                sm = SequenceMatcher(None, probe, fk, autojunk=False)
-                if sm.quick_ratio() < FUZZY_MIN:
-                    continue
-                score = sm.ratio()
-                if score >= FUZZY_MIN and score > scored.get(eid, (0.0, ""))[0]:
-                    scored[eid] = (score, form)
-        for eid, (score, form) in sorted(scored.items(), key=lambda kv: (-kv[1][0], self._order[kv[0]])):
-            push(eid, "none", score, f"similar to 「{form}」")
+        # new term: only typo-like near misses (glossary.typo explains why not character overlap).
+        scored: dict[str, tuple[int, float, str]] = {}
+        if ascii_q:
+            candidates = [(c, typo.english_typo_edits(bk, c[2])) for c in self._typo_en.get(bk[:1], ())]
+        elif kana_only:
+            candidates = [(c, typo.kana_typo_edits(kk, c[2])) for c in self._typo_kana.get(typo.kana_fold(kk), ())]
+        else:
+            candidates = []
+        for (eid, form, key), edits in candidates:
+            if edits is None or eid in seen:
+                continue
+            score = round(1.0 - edits / max(len(key), len(bk if ascii_q else kk)), 3)
+            if score > scored.get(eid, (0, 0.0, ""))[1]:
+                scored[eid] = (edits, score, form)
+        for eid, (edits, score, form) in sorted(scored.items(), key=lambda kv: (-kv[1][1], self._order[kv[0]])):
+            push(eid, "typo", score, f"typo of 「{form}」? ({edits} edit{'s' if edits > 1 else ''})")
         return out
 
     def _containment(self, norm: str, bk: str, ascii_q: bool) -> list[tuple[str, float, str]]:
@@ -444,22 +468,30 @@ class Glossary:
             return self._rank(found)
 
         tokens = analyzer.analyze(norm)
+        # Only whole words count as evidence: a glossary word found inside a longer label must start
+        # and end where the analyser (without our dictionary) puts word boundaries, so ひこうき
+        # (ひこう+き) does not "contain" うき (浮き) and ピンク does not contain ピン.
+        bounds = _boundaries(norm, tokens)
         ud = self._user_dictionary()
         if ud is not None:
             parsed = ud.parse(norm)
-            for tok, eids in parsed:
-                if eids is not None and len(tok.surface) >= 2 and tok.surface != norm:
+            spans = _spans(norm, [t for t, _ in parsed])
+            for (tok, eids), (start, end) in zip(parsed, spans):
+                if (eids is not None and len(tok.surface) >= 2 and tok.surface != norm
+                        and start in bounds and end in bounds):
                     record(eids, tok.surface)
-            tokens = tokens + tuple(t for t, eids in parsed if eids is None)
         else:
             for word, eids in self._ud_words.items():
-                if len(word) >= 2 and word.casefold() in bk and word != norm:
+                if len(word) >= 2 and word != norm and _whole_word_in(word.casefold(), bk, bounds):
                     record(eids, word)
         for tok in tokens:
             if tok.punct or (tok.lemma or "").startswith("GLOSS:"):
                 continue
             if len(tok.surface) >= 2:
-                record(self._tokens_ix.get(analyzer.token_lemma_key(tok), ()), tok.surface)
+                if tok.surface != norm:
+                    record(self._tokens_ix.get(analyzer.token_lemma_key(tok), ()), tok.surface)
+                    # a whole token that is a form up to kana (色+むら: むら = ムラ)
+                    record(list(self._idx["kana"].get(hira2kata(tok.surface.casefold()), {})), tok.surface)
             elif _is_kanji(tok.surface) and len(tokens) > 1:
                 # A single kanji is ignored unless it is literally one of an entry's forms (傷, 錆).
                 ex = self._idx["exact"].get(tok.surface, {})

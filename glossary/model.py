@@ -10,7 +10,8 @@ __all__ = [
 
 STATUSES = ("draft", "approved", "deprecated")
 # Lookup tiers in the order they are tried (spec §3.1 step 9). The first five may auto-apply.
-TIERS = ("exact", "basic", "kana", "lemma", "reading", "reading~", "contains", "none")
+# "typo" suggestions are typo-like near misses (glossary/typo.py); "none" means nothing matched.
+TIERS = ("exact", "basic", "kana", "lemma", "reading", "reading~", "contains", "typo", "none")
 AUTO_TIERS = TIERS[:5]
 
 
@@ -51,7 +52,7 @@ class GlossaryEntry:
 class Suggestion:
     entry_id: str
     canonical: str
-    tier: str          # the tier that produced it; fuzzy (n-gram/edit distance) suggestions use "none"
+    tier: str          # the tier that produced it: "reading~", "contains", "typo" (or an auto tier when ambiguous)
     score: float       # 0..1, higher is closer
     reason: str        # short English explanation, e.g. "same reading カケ"
 

@@ -217,11 +217,69 @@ def test_one_character_readings_do_not_match_fragments():
     assert "unit.celsius" not in {s.entry_id for s in r.suggestions}
 
 
-def test_new_term_gets_similarity_suggestions(lean):
-    r = lean.lookup("スリキス")
-    assert not r.auto and r.tier == "none"
-    assert r.suggestions and r.suggestions[0].entry_id == "defect.scuff"
-    assert 0 < r.suggestions[0].score <= 1
+def test_new_term_gets_typo_suggestions(lean):
+    r = lean.lookup("スリキス")            # a missing voicing mark: ス for ズ
+    assert not r.auto and r.tier == "typo"
+    assert r.suggestions and r.suggestions[0].entry_id == "defect.scuff" and r.suggestions[0].tier == "typo"
+    assert 0 < r.suggestions[0].score <= 1 and "スリキズ" in r.suggestions[0].reason
+    r = lean.lookup("scrach")              # one letter dropped
+    assert [(s.entry_id, s.tier) for s in r.suggestions] == [("defect.scratch", "typo")]
+
+
+# What new users typed and were offered nonsense for (issue 12): none of these shares a meaning with
+# the starter glossary, and none may get a suggestion, let alone a pre-selected one.
+@pytest.mark.parametrize("text", ["飛行機", "ひこうき", "トラック", "Cat", "ship", "キリン", "ピンク", "apple",
+                                  "deer", "くるま", "椅子", "キス", "ヒゲ"])
+def test_unrelated_words_get_no_suggestion(starter, text):
+    r = starter.lookup(text)
+    assert not r.auto and r.suggestions == [], r
+
+
+def test_a_reading_inside_a_longer_word_is_not_containment(starter):
+    # ひこうき analyses as ひこう+き: the reading うき of 浮き sits across a word boundary
+    assert "defect.lifting" not in {s.entry_id for s in starter.lookup("ひこうき").suggestions}
+    assert "defect.lifting" not in {s.entry_id for s in starter.lookup("ひこうき雲").suggestions}
+    # but a whole word still counts: うき+不良
+    assert "defect.lifting" in {s.entry_id for s in starter.lookup("うき不良").suggestions}
+
+
+def test_containment_fallback_respects_word_boundaries(monkeypatch):
+    from glossary import analyzer
+
+    monkeypatch.setattr(analyzer, "UserDictionary", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
+    g = Glossary([E("defect.lifting", "浮き", "ウキ", aliases=["うき"]), E("x.other", "別の用語試験")])
+    assert g.lookup("ひこうき").suggestions == []
+    assert [s.entry_id for s in g.lookup("うき不良").suggestions] == ["defect.lifting"]
+
+
+def test_typo_rules():
+    from glossary.typo import english_typo_edits, kana_fold, kana_typo_edits
+
+    assert kana_fold("スリキズ") == kana_fold("スリキス") and kana_fold("ガスケット") == "カスケツト"
+    assert kana_typo_edits("スリキス", "スリキズ") == 1
+    assert kana_typo_edits("ワッシャ", "ワッシャー") == 1
+    assert kana_typo_edits("キス", "キズ") is None              # 2 kana: a real word (kiss)
+    assert kana_typo_edits("トラック", "クラック") is None      # ト/ク is not a typo-like edit
+    assert kana_typo_edits("ピンク", "ピン") is None
+    assert english_typo_edits("scrach", "scratch") == 1
+    assert english_typo_edits("crakc", "crack") == 1           # swapped neighbours = one edit
+    assert english_typo_edits("ship", "chip") is None          # other first letter, short
+    assert english_typo_edits("cat", "cavity") is None
+    assert english_typo_edits("boat", "bolt") is None          # 4 letters: too many real words
+
+
+def test_measured_probe_list_gets_almost_no_suggestions():
+    out = subprocess.run([sys.executable, "scripts/measure_glossary.py", "--quiet"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    import re
+
+    words, hits = map(int, re.search(r"unrelated words: (\d+), with a suggestion (\d+)", out.stdout).groups())
+    assert words >= 60 and hits <= 2, out.stdout
+    # what is left is labelled a typo, never a plain "similar" suggestion
+    assert "unrelated words" in out.stdout and all(
+        "typo:" in line for line in out.stdout.split("with a suggestion")[1].splitlines()[1:]
+        if line.startswith("  ") and not line.startswith("  typo") and ":" in line and "typos" not in line)
 
 
 def test_unrelated_text_has_no_match(lean):
