@@ -4,6 +4,10 @@ Columns, in this order: ``id, canonical, reading, en, embed_text, aliases, disti
 status``; ``aliases`` and ``distinct_from`` are ``|``-separated. Files are read as UTF-8 with or
 without a BOM (Excel's "CSV UTF-8" writes one) and written with a BOM when written to a path.
 Every problem raises ``GlossaryCSVError`` naming the data row, the line and the column.
+
+Cells are written through ``glossary.csvsafe`` (a value that a spreadsheet would run as a formula,
+``=1+1``, ``-M3``, ``@x``, gets a leading apostrophe, and so does a value that starts with one), and
+the reader strips exactly one leading apostrophe, so ``read_csv(write_csv(x)) == x``.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import io
 import os
 from typing import IO, Iterable
 
+from .csvsafe import SafeWriter, unescape_cell
 from .model import STATUSES, GlossaryCSVError, GlossaryEntry, GlossaryError, validate_entry
 
 __all__ = ["COLUMNS", "REQUIRED", "read_csv", "write_csv"]
@@ -100,7 +105,7 @@ def read_csv(src: "str | os.PathLike | IO") -> list[GlossaryEntry]:
             raise GlossaryCSVError(f"expected {len(names)} fields, found {len(cells)} "
                                    "(a comma inside a value must be quoted)",
                                    row=row_no, line=start_line, code="field_count")
-        rec = dict(zip(names, cells))
+        rec = dict(zip(names, (unescape_cell(c) for c in cells)))
         values: dict = {}
         for name in COLUMNS:
             cell = rec.get(name, "")
@@ -148,7 +153,7 @@ def write_csv(entries: Iterable[GlossaryEntry], dest: "str | os.PathLike | IO | 
     a text file gets the text without BOM (the caller chose its encoding).
     """
     buf = io.StringIO(newline="")
-    writer = csv.writer(buf, lineterminator="\r\n")
+    writer = SafeWriter(buf, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     for entry in entries:
         writer.writerow(_row(entry))

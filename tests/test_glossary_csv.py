@@ -134,3 +134,21 @@ def test_error_is_a_value_error_with_attributes():
     e = _err(f"{HEADER}\nx.a,,,,,,,,approved\n")
     assert isinstance(e, ValueError)
     assert e.row == 1 and e.field == "canonical" and e.reason
+
+
+@pytest.mark.parametrize("value", ["=1+1", "'quoted", "-M3", "+81", "@SUM(A1)", "\tx", "''twice", "it's", "a=b"])
+def test_formula_like_cells_are_escaped_and_read_back_exactly(value):
+    g = Glossary([GlossaryEntry("x.v", "用語" + value.strip() if value.strip() else "用語", en=value.strip(),
+                                notes=value, aliases=[value.strip() + "1"])])
+    text = g.to_csv()
+    cells = next(iter(__import__("csv").DictReader(io.StringIO(text))))
+    for name in ("en", "notes", "aliases"):
+        assert not cells[name].startswith(("=", "+", "-", "@", "\t")), (name, cells[name])
+    back = Glossary.from_csv(io.StringIO(text)).get("x.v")
+    assert (back.en, back.notes, back.aliases) == (value.strip(), value, [value.strip() + "1"])
+
+
+def test_one_leading_apostrophe_of_a_hand_written_cell_is_read_as_the_escape():
+    text = HEADER + "\r\nx.a,'=1+1,,'-M3,,,,'note,approved\r\n"
+    e = Glossary.from_csv(io.StringIO(text)).get("x.a")
+    assert (e.canonical, e.en, e.notes) == ("=1+1", "-M3", "note")
