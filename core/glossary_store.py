@@ -6,14 +6,17 @@ rebuilt only when the table changes (a revision counter in ``settings``).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 from dataclasses import asdict, dataclass, field
 
 from core.auth import Actor, require
 from core.i18n import STRINGS, UserError, t
+from core.inputs import MAX_LIST_ITEMS, MAX_SHORT_TEXT, clean_name, clean_note, clean_short, clean_text
 from core.store import Store, now_iso
-from glossary import Glossary, GlossaryCSVError, GlossaryEntry
+from glossary import Glossary, GlossaryCSVError, GlossaryEntry, GlossaryError
+from glossary.model import validate_entry
 
 _FIELDS = ("canonical", "reading", "en", "embed_text", "aliases", "distinct_from", "notes", "status")
 _cache_lock = threading.Lock()
@@ -93,20 +96,63 @@ def get_entry_row(store: Store, entry_id: str) -> dict:
     return row
 
 
+def clean_entry(entry: GlossaryEntry) -> GlossaryEntry:
+    """The entry with every user-controlled field bounded and cleaned by ``core.inputs`` (invisible and
+    bidi characters removed, NUL refused, lengths capped), so duplicate checks and lookups compare
+    what a reader sees (``scratch\\u200by`` is ``scratchy``)."""
+    def items(values, field: str) -> list[str]:
+        cleaned = [clean_short(v, field) for v in values or ()]
+        cleaned = list(dict.fromkeys(v for v in cleaned if v))
+        if len(cleaned) > MAX_LIST_ITEMS:
+            raise UserError("input.too_many", field=field, max=MAX_LIST_ITEMS, count=len(cleaned))
+        return cleaned
+
+    return GlossaryEntry(
+        id=clean_text(entry.id, field="id", max_len=MAX_SHORT_TEXT, required=True),
+        canonical=clean_name(entry.canonical, "canonical"),
+        reading=clean_short(entry.reading, "reading"), en=clean_short(entry.en, "en"),
+        embed_text=clean_short(entry.embed_text, "embed_text"), aliases=items(entry.aliases, "alias"),
+        distinct_from=items(entry.distinct_from, "distinct_from"), notes=clean_note(entry.notes),
+        status=(entry.status or "approved").strip())
+
+
+def _refuse_taken_forms(store: Store, entry: GlossaryEntry) -> None:
+    """A term that already means something in the glossary cannot be claimed by a new entry of an
+    expert: it would make both entries ambiguous, and the term would stop resolving for everyone."""
+    glossary = load_glossary(store)
+    for form in entry.forms:
+        hit = glossary.lookup(form)
+        owners = [hit.entry_id] if hit.auto else list(hit.ambiguous)
+        owners = [o for o in owners if o and o != entry.id]
+        if owners:
+            raise UserError("glossary.form_taken", form=form, canonical=glossary.get(owners[0]).canonical)
+
+
 def save_entry(store: Store, actor: Actor, entry: GlossaryEntry, expected_version: int | None = None,
                *, create: bool = False) -> dict:
-    """Create or update one entry. ``expected_version`` refuses a save over someone else's edit."""
-    # Experts may add a new (draft) entry while proposing a label; changing entries is a reviewer's job.
+    """Create or update one entry. ``expected_version`` refuses a save over someone else's edit.
+
+    Only reviewers and admins (``glossary.edit``) publish or change entries. Anyone who may propose a
+    label may add a new entry, but it is stored as a *draft* whatever status it asks for, and its
+    forms must not already mean another entry (issue 13: an expert's "approved" entry with the
+    aliases 傷/キズ/scratch took those terms away from 傷)."""
     require(actor, "label.propose" if create else "glossary.edit")
-    for name in ("id", "canonical"):
-        if not getattr(entry, name).strip():
-            raise UserError("glossary.empty_field", field=name)
+    entry = clean_entry(entry)
+    publisher = actor.can("glossary.edit")
+    if create and not publisher:
+        entry = dataclasses.replace(entry, status="draft")
+    try:
+        validate_entry(entry)
+    except GlossaryError as err:
+        raise UserError("glossary.invalid_entry", field=err.field or "", reason=err.reason) from err
     row = _row_from_entry(entry)
     with store.transaction():
         current = store.query_one("SELECT * FROM glossary_entries WHERE id = ?", (entry.id,))
         if create:
             if current is not None:
                 raise UserError("glossary.id_exists", id=entry.id)
+            if not publisher:
+                _refuse_taken_forms(store, entry)
             store.db["glossary_entries"].insert(row | {"version": 1, "updated_by": actor.username,
                                                        "updated_at": now_iso()})
             store.audit(actor.username, "glossary.create", "glossary", entry.id, **row)
@@ -122,6 +168,31 @@ def save_entry(store: Store, actor: Actor, entry: GlossaryEntry, expected_versio
             store.audit(actor.username, "glossary.update", "glossary", entry.id, changes=changes)
         _bump_revision(store)
     return get_entry_row(store, entry.id)
+
+
+def fold_into(store: Store, actor: Actor, source_id: str, target_id: str, *, reason: str = "merge") -> list[str]:
+    """Make every form of ``source`` (canonical, aliases, English gloss) an alias of ``target`` and
+    deprecate ``source``, so typing those forms resolves to ``target`` from now on (used when a
+    reviewer merges two labels). Returns the forms added. Audited in the caller's transaction."""
+    require(actor, "glossary.edit")
+    if source_id == target_id:
+        return []
+    with store.transaction():
+        source = _entry_from_row(get_entry_row(store, source_id))
+        target_row = get_entry_row(store, target_id)
+        target = _entry_from_row(target_row)
+        have = set(target.forms)
+        added = [f for f in dict.fromkeys(source.forms) if f not in have]
+        if added:
+            save_entry(store, actor, dataclasses.replace(target, aliases=[*target.aliases, *added]),
+                       expected_version=target_row["version"])
+        if source.status != "deprecated":
+            note = (source.notes + "\n" if source.notes else "") + f"{reason}: → {target_id}"
+            save_entry(store, actor, dataclasses.replace(source, status="deprecated", notes=note),
+                       expected_version=get_entry_row(store, source_id)["version"])
+        store.audit(actor.username, "glossary.fold", "glossary", target_id, source=source_id, forms=added,
+                    reason=reason)
+    return added
 
 
 @dataclass

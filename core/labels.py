@@ -7,13 +7,15 @@ version the user saw, so a save over someone else's edit is refused instead of s
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from typing import Iterable
 
 from core.auth import Actor, require
-from core.glossary_store import load_glossary, save_entry
+from core.glossary_store import fold_into, get_entry_row, load_glossary, save_entry
 from core.i18n import UserError
+from core.inputs import clean_name, clean_short
 from core.store import Store, now_iso
 from glossary import GlossaryEntry, basic_key, normalize_chars
 
@@ -66,7 +68,7 @@ def tasks_with_label(store: Store, label_id: int, statuses: Iterable[str] = ("qu
     statuses = list(statuses)
     marks = ",".join("?" * len(statuses))
     return store.query(
-        f"SELECT t.run_id, t.idx, t.status FROM tasks t, json_each(t.label_ids) j "
+        f"SELECT t.run_id, t.idx, t.status FROM tasks t, json_each(t.label_ids) j "  # nosec B608  # ? placeholders only
         f"WHERE j.value = ? AND t.status IN ({marks}) ORDER BY t.run_id, t.idx", (int(label_id), *statuses))
 
 
@@ -108,14 +110,12 @@ def propose(store: Store, actor: Actor, name: str, *, lang: str | None = None, e
     """Propose a label. The glossary decides its term when the match is automatic; otherwise the
     proposer confirms a suggestion (``entry_id``) or asks for a new draft term (``create_entry``)."""
     require(actor, "label.propose")
-    name = (name or "").strip()
-    if not normalize_chars(name):
-        raise UserError("labels.empty_name")
+    name = _clean_label_name(name)
+    reading, en = clean_short(reading, "reading"), clean_short(en, "en")
     glossary = load_glossary(store)
     with store.transaction():
         if entry_id is not None:
-            if glossary.get(entry_id) is None:
-                raise UserError("labels.unknown_entry", id=entry_id)
+            _usable_entry(glossary, entry_id)
             how = "confirmed"
         else:
             result = glossary.lookup(name)
@@ -135,6 +135,23 @@ def propose(store: Store, actor: Actor, name: str, *, lang: str | None = None, e
     return get_label(store, label_id)
 
 
+def _clean_label_name(name) -> str:
+    """Bounded and cleaned (core.inputs) before any duplicate check; refused when nothing is left."""
+    name = clean_name(name)
+    if not normalize_chars(name):
+        raise UserError("labels.empty_name")
+    return name
+
+
+def _usable_entry(glossary, entry_id: str):
+    entry = glossary.get(entry_id)
+    if entry is None:
+        raise UserError("labels.unknown_entry", id=entry_id)
+    if entry.status == "deprecated":
+        raise UserError("labels.deprecated_entry", canonical=entry.canonical, id=entry_id)
+    return entry
+
+
 def _create_draft_entry(store: Store, actor: Actor, name: str, reading: str, en: str) -> str:
     entry_id = f"user.{uuid.uuid4().hex[:10]}"
     save_entry(store, actor, GlossaryEntry(
@@ -151,7 +168,7 @@ def _check_version(label: dict, expected_version: int | None) -> None:
 def _update(store: Store, actor: Actor, label: dict, **fields) -> None:
     fields |= {"version": label["version"] + 1, "updated_by": actor.username, "updated_at": now_iso()}
     sets = ", ".join(f"{k} = ?" for k in fields)
-    cur = store.execute(f"UPDATE labels SET {sets} WHERE id = ? AND version = ?",
+    cur = store.execute(f"UPDATE labels SET {sets} WHERE id = ? AND version = ?",  # nosec B608  # columns: internal keywords
                         (*fields.values(), label["id"], label["version"]))
     if cur.rowcount != 1:  # someone else wrote between our read and our write
         fresh = get_label(store, label["id"])
@@ -194,28 +211,84 @@ def mark_trained(store: Store, actor: Actor, label_ids: Iterable[int]) -> None:
                 _transition(store, actor, label_id, "train", None, permission="train.request")
 
 
-def rename(store: Store, actor: Actor, label_id: int, new_name: str, expected_version: int | None = None) -> dict:
+def rename(store: Store, actor: Actor, label_id: int, new_name: str, expected_version: int | None = None,
+           *, keep_entry: bool = False) -> dict:
     """Change the display name; the id (and so images, tasks and checkpoints) stays. The old name is
-    kept as an alias so people who type it still find the label."""
+    kept as an alias so people who type it still find the label.
+
+    The name decides the meaning, as in a proposal, so a rename never quietly keeps a term the new
+    name does not support: a name the glossary resolves automatically links the label to that entry
+    (audited as ``entry_before``/``entry_after``); a name with no automatic match keeps the current
+    entry only if the lookup still suggests it (打痕 → 打痕（大）) or the reviewer says so
+    (``keep_entry``); otherwise the rename is refused and the reviewer re-links (:func:`relink`)."""
     require(actor, "label.review")
-    new_name = (new_name or "").strip()
-    if not normalize_chars(new_name):
-        raise UserError("labels.empty_name")
+    new_name = _clean_label_name(new_name)
+    glossary = load_glossary(store)
     with store.transaction():
         label = get_label(store, label_id)
         _check_version(label, expected_version)
         if label["status"] not in ACTIVE:
             raise UserError("labels.bad_transition", name=label["name"], status=label["status"], action="rename")
-        _refuse_duplicate(store, new_name, None, exclude_id=label["id"])
-        _update(store, actor, label, name=new_name, name_key=basic_key(new_name), lang=detect_lang(new_name))
+        entry_id = label["entry_id"]
+        hit = glossary.lookup(new_name)
+        if hit.auto and hit.entry_id != entry_id:
+            entry_id = hit.entry_id
+        elif not hit.auto and entry_id is not None and not keep_entry \
+                and entry_id not in {s.entry_id for s in hit.suggestions} | set(hit.ambiguous):
+            current = glossary.get(entry_id)
+            raise UserError("labels.rename_needs_entry", name=new_name,
+                            canonical=current.canonical if current else entry_id)
+        if entry_id != label["entry_id"]:
+            refuse_while_training(store, label)
+        _refuse_duplicate(store, new_name, entry_id if entry_id != label["entry_id"] else None, exclude_id=label["id"])
+        _update(store, actor, label, name=new_name, name_key=basic_key(new_name), lang=detect_lang(new_name),
+                entry_id=entry_id)
         _add_alias_row(store, actor, label["id"], label["name"])
-        store.audit(actor.username, "label.rename", "label", label_id, before=label["name"], after=new_name)
+        details = {"before": label["name"], "after": new_name}
+        if entry_id != label["entry_id"]:
+            details |= {"entry_before": label["entry_id"], "entry_after": entry_id}
+        store.audit(actor.username, "label.rename", "label", label_id, **details)
+    return get_label(store, label_id)
+
+
+def relink(store: Store, actor: Actor, label_id: int, entry_id: str | None = None, *,
+           create_entry: bool = False, reading: str = "", en: str = "",
+           expected_version: int | None = None) -> dict:
+    """Point a label at another glossary entry (``entry_id``) or at a new draft entry made from its
+    name (``create_entry``): the repair for a wrong automatic or confirmed match (飛行機 → 浮き).
+
+    The label's embed text is its entry's text, so the next embedding call sees the new text (the
+    cache is keyed by text; the neighbour index is keyed by the label versions this bumps). Refused
+    while the label is in a queued or running training task, over a newer edit, or when another
+    active label already has that entry."""
+    require(actor, "label.review")
+    reading, en = clean_short(reading, "reading"), clean_short(en, "en")
+    if (entry_id is None) == (not create_entry):
+        raise UserError("labels.relink_choice")
+    glossary = load_glossary(store)
+    with store.transaction():
+        label = get_label(store, label_id)
+        _check_version(label, expected_version)
+        if label["status"] not in ACTIVE:
+            raise UserError("labels.bad_transition", name=label["name"], status=label["status"], action="relink")
+        if entry_id is not None:
+            _usable_entry(glossary, entry_id)
+            if entry_id == label["entry_id"]:
+                return label
+        refuse_while_training(store, label)
+        if create_entry:
+            entry_id = _create_draft_entry(store, actor, label["name"], reading, en)
+        _refuse_duplicate(store, label["name"], entry_id, exclude_id=label["id"])
+        _update(store, actor, label, entry_id=entry_id)
+        store.audit(actor.username, "label.relink", "label", label_id, entry_before=label["entry_id"],
+                    entry_after=entry_id, embed_before=label["embed_text"],
+                    embed_after=get_label(store, label_id)["embed_text"])
     return get_label(store, label_id)
 
 
 def add_alias(store: Store, actor: Actor, label_id: int, text: str) -> dict:
     require(actor, "label.alias")
-    text = (text or "").strip()
+    text = clean_name(text, "alias")
     if not normalize_chars(text):
         raise UserError("labels.empty_name")
     with store.transaction():
@@ -235,7 +308,11 @@ def _add_alias_row(store: Store, actor: Actor, label_id: int, text: str) -> None
 def merge(store: Store, actor: Actor, source_id: int, target_id: int,
           expected_version: int | None = None) -> dict:
     """Fold ``source`` into ``target``: aliases and images move to the survivor, the source's name
-    becomes an alias of it, and the source is kept (status ``merged``) so history still resolves."""
+    becomes an alias of it, and the source is kept (status ``merged``) so history still resolves.
+
+    The glossary follows: the source's entry (canonical, aliases, English gloss) becomes aliases of
+    the survivor's entry and is deprecated, so typing those terms later resolves to the survivor
+    (after merging くるま into 自動車, くるま means 自動車)."""
     require(actor, "label.review")
     if int(source_id) == int(target_id):
         raise UserError("labels.merge_self")
@@ -248,13 +325,40 @@ def merge(store: Store, actor: Actor, source_id: int, target_id: int,
             raise UserError("labels.merge_target", name=target["name"], status=target["status"])
         refuse_while_training(store, source)
         refuse_while_training(store, target)
+        source_names = [source["name"], *(a["text"] for a in aliases(store, source["id"]))]
         moved_aliases = store.execute("UPDATE label_aliases SET label_id = ? WHERE label_id = ?",
                                       (target["id"], source["id"])).rowcount
         moved_images = store.execute("UPDATE images SET label_id = ? WHERE label_id = ?",
                                      (target["id"], source["id"])).rowcount
         _add_alias_row(store, actor, target["id"], source["name"])
         _update(store, actor, source, status="merged", merged_into=target["id"])
+        folded = _fold_glossary(store, actor, source, target, source_names)
         store.audit(actor.username, "label.merge", "label", source["id"], into=target["id"],
-                    aliases=moved_aliases, images=moved_images)
+                    aliases=moved_aliases, images=moved_images, glossary_forms=folded)
         store.audit(actor.username, "label.merged_from", "label", target["id"], source=source["id"])
     return get_label(store, target["id"])
+
+
+def _fold_glossary(store: Store, actor: Actor, source: dict, target: dict, names: list[str]) -> list[str]:
+    """The source label's terms become the survivor's (see :func:`merge`): its entry is folded into
+    the survivor's entry, and the names typed for it (its name and aliases) that mean nothing in the
+    glossary yet become aliases too. A name that already means a third entry is left alone (it would
+    make both ambiguous)."""
+    if not target["entry_id"]:
+        return []
+    added: list[str] = []
+    if source["entry_id"] and source["entry_id"] != target["entry_id"]:
+        added = fold_into(store, actor, source["entry_id"], target["entry_id"], reason=f"label.merge #{source['id']}")
+    glossary = load_glossary(store)
+    loose = []
+    for name in dict.fromkeys(names):
+        hit = glossary.lookup(name)
+        if not hit.auto and not hit.ambiguous:
+            loose.append(name)
+    if loose:
+        row = get_entry_row(store, target["entry_id"])
+        entry = glossary.get(target["entry_id"])
+        save_entry(store, actor, dataclasses.replace(entry, aliases=[*entry.aliases, *loose]),
+                   expected_version=row["version"])
+        added += loose
+    return added

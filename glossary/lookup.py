@@ -67,6 +67,18 @@ def _whole_word_in(word: str, text: str, bounds: set[int]) -> bool:
     return False
 
 
+def _kanji_cut_in(form: str, text: str, bounds: set[int]) -> bool:
+    def ok(cut: int) -> bool:
+        return cut in bounds or _is_kanji(text[cut - 1]) or _is_kanji(text[cut])
+
+    start = text.find(form)
+    while start >= 0:
+        if ok(start) and ok(start + len(form)):
+            return True
+        start = text.find(form, start + 1)
+    return False
+
+
 def _clean_list(items: Iterable[str]) -> list[str]:
     out: list[str] = []
     for item in items or ():
@@ -317,6 +329,12 @@ class Glossary:
         self._en_phrases = en_phrases
         self._typo_en = typo_en
         self._typo_kana = typo_kana
+        kanji_forms: dict[str, set[str]] = {}
+        for form, per_entry in idx["exact"].items():
+            norm_form = normalize_chars(form)
+            if any(_is_kanji(c) for c in norm_form):
+                kanji_forms.setdefault(norm_form, set()).update(per_entry)
+        self._kanji_forms = sorted((f, frozenset(ids)) for f, ids in kanji_forms.items())
         self._blocked = blocked
         self._distinct = distinct
 
@@ -385,6 +403,13 @@ class Glossary:
                 others = [eid for eid in self._hits("reading", keys["reading"], blocked)
                           if eid not in live and self._by_id[eid].status != "deprecated"]
                 live = self._sort_ids(live + others)
+            approved = [eid for eid in live if self._by_id[eid].status == "approved"]
+            if approved and len(approved) < len(live):
+                # A draft (not yet reviewed) never takes a term away from a reviewed entry: the
+                # approved entry keeps the match and the draft is offered as a suggestion.
+                retired += [self._suggest(eid, tier, 0.5, "draft entry with the same key")
+                            for eid in live if eid not in approved]
+                live = approved
             result.tier = tier
             if len(live) == 1:
                 eid = live[0]
@@ -496,6 +521,11 @@ class Glossary:
                 # A single kanji is ignored unless it is literally one of an entry's forms (傷, 錆).
                 ex = self._idx["exact"].get(tok.surface, {})
                 record(ex.keys(), tok.surface, 0.75)
+        # A form written with kanji inside a compound the analyser keeps whole (赤錆 ⊃ 錆, 傷跡 ⊃ 傷):
+        # a cut next to a kanji is a morpheme boundary, a cut between two kana is not (ひこうき ⊃ うき).
+        for form, eids in self._kanji_forms:
+            if form != norm and form in norm and _kanji_cut_in(form, norm, bounds):
+                record(eids, form, 0.75)
         return self._rank(found)
 
     def _rank(self, found: dict[str, tuple[float, str]]) -> list[tuple[str, float, str]]:
