@@ -177,8 +177,12 @@ class NearDuplicateReport:
 
         if not self.calibrated and not self.flag:
             return t("nbr.uncalibrated", lang, n=self.reference_size, min=MIN_REFERENCE)
+        # The verdict names the label with the strongest duplicate signal (hubness-corrected CSLS), which
+        # need not be the cosine-nearest row of a neighbour table; the no-duplicate text therefore says
+        # "strongest signal", never "nearest", and gives no cosine that a table could contradict.
         key = "nbr.near_dup" if self.flag else "nbr.not_dup"
-        return t(key, lang, name=self.nearest.name, score=self.score, z=self.z or 0.0)
+        return t(key, lang, name=self.nearest.name, score=self.score or 0.0, z=self.z or 0.0,
+                 threshold=self.threshold)
 
 
 def _csls_reference(ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,6 +42,38 @@ def test_distinct_from_ids_exist(g):
             assert d in ids or not d.isascii(), f"{e.id}: distinct_from {d!r} is neither an id nor a form"
 
 
+def _literal_guards(g):
+    return [(e, d) for e in g.entries for d in e.distinct_from if d not in g]
+
+
+def test_literal_distinct_from_forms_are_real_guards(g):
+    """A literal ``distinct_from`` form (寂 on 錆) must be a homophone of the entry (it reads like the
+    entry's curated reading, so a reading tier could confuse them), or the guard guards nothing; with
+    the guard it never resolves to the entry nor is suggested for it."""
+    from glossary import analyzer, kana_key, normalize_chars
+
+    guards = _literal_guards(g)
+    assert len(guards) >= 5
+    for entry, form in guards:
+        reading = analyzer.reading_key(normalize_chars(form))
+        assert reading == kana_key(entry.reading), f"{entry.id}: {form!r} reads {reading}, not {entry.reading}"
+        guarded = g.lookup(form)
+        assert guarded.entry_id != entry.id and entry.id not in {s.entry_id for s in guarded.suggestions}, form
+
+
+def test_literal_distinct_from_forms_mean_something_else():
+    """...and it really is another word: JMdict gives it no meaning in common with the entry
+    (寂 "patina" vs 錆 "rust", 掛け "credit" vs 欠け "chip", 遺物 "relic" vs 異物 "foreign matter")."""
+    from core import dictionary
+
+    g = Glossary.from_csv(starter_path())
+    for entry, form in _literal_guards(g):
+        assert dictionary.words(form), f"{form!r} is not a dictionary word"
+        mine = dictionary.profile(form)
+        theirs = dictionary.profile(entry.canonical, "", entry.en)
+        assert mine.meanings and dictionary.link(mine, theirs) is None, (entry.id, form, mine.meanings & theirs.meanings)
+
+
 @pytest.mark.parametrize("text,eid", [
     ("ｷｽﾞ", "defect.scratch"), ("疵", "defect.scratch"), ("サビ", "defect.rust"), ("銹", "defect.rust"),
     ("へこみ", "defect.dent"), ("ﾊﾞﾘ", "defect.burr"), ("擦傷", "defect.scuff"), ("スリキズ", "defect.scuff"),
