@@ -7,10 +7,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import images
+from core import images, timefmt
 from core import labels as label_service
 
 from pages.ui import page_context, run_action
+from pages.uploads import upload_caps
 
 PAGE_SIZE = 24
 GRID_COLUMNS = 6
@@ -67,12 +68,22 @@ else:
     st.warning(ctx.t("ip.ready_missing", train=r.missing_train, holdout=r.missing_holdout))
 
 if actor.can("image.upload"):
-    # A new key after each batch empties the uploader so the same files are not added twice.
+    # One uploader per kind, so each states (and the browser enforces) the admin's limit for that kind.
+    caps = upload_caps(store)
+    # A new key after each batch empties the uploaders so the same files are not added twice.
     upload_round = st.session_state.setdefault("img_upload_round", 0)
-    files = st.file_uploader(
-        ctx.t("ip.upload"), type=images.UPLOAD_EXTENSIONS, accept_multiple_files=True,
-        key=f"img_upload_{upload_round}",
-        help=ctx.t("ip.upload_help", mb=images.setting(store, "upload_max_bytes") // (1024 * 1024)))
+    st.markdown(f"**{ctx.t('ip.upload')}**")
+    images_col, zips_col = st.columns(2)
+    picked = images_col.file_uploader(
+        ctx.t("ip.upload_images"), type=list(images.IMAGE_EXTENSIONS), accept_multiple_files=True,
+        max_upload_size=caps["image"], key=f"img_upload_files_{upload_round}",
+        help=ctx.t("ip.upload_images_help", mb=caps["image"],
+                   mp=f"{images.setting(store, 'upload_max_pixels') / 1e6:g}"))
+    zips = zips_col.file_uploader(
+        ctx.t("ip.upload_zips"), type=list(images.ARCHIVE_EXTENSIONS), accept_multiple_files=True,
+        max_upload_size=caps["zip"], key=f"img_upload_zips_{upload_round}",
+        help=ctx.t("ip.upload_zips_help", mb=caps["zip"], n=images.setting(store, "upload_max_zip_entries")))
+    files = [*(picked or []), *(zips or [])]
     if files and st.button(ctx.t("ip.add", name=label["name"]), type="primary", key="img_add"):
         bar = st.progress(0.0)
         started = time.perf_counter()
@@ -104,6 +115,7 @@ st.subheader(ctx.t("ip.gallery", n=total))
 if total == 0:
     st.caption(ctx.t("ip.empty"))
 else:
+    st.caption(ctx.t("ip.times_in", zone=timefmt.zone_name(store, ctx.lang)))
     pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
     page = st.number_input(ctx.t("ip.page", pages=pages), min_value=1, max_value=pages, value=1, step=1,
                            key=f"img_page_{label_id}") if pages > 1 else 1
@@ -114,7 +126,8 @@ else:
         for col, row in zip(st.columns(GRID_COLUMNS), rows[start:start + GRID_COLUMNS]):
             try:
                 col.image(thumbnail_bytes(store, str(store.home), row["sha256"], row["path"]),
-                          caption=f"#{row['id']} · {ctx.t('split.' + row['split'])}")
+                          caption=ctx.t("ip.caption", id=row["id"], split=ctx.t("split." + row["split"]),
+                                        when=timefmt.local_time(store, row["uploaded_at"], ctx.lang)))
             except OSError:  # file missing on disk: still show the row so it can be deleted
                 col.caption(f"#{row['id']} ⚠ {row['original_name']}")
             if can_manage and col.checkbox(ctx.t("ip.select"), key=f"img_sel_{row['id']}"):
@@ -145,7 +158,7 @@ if actor.can("report.export"):
     with st.expander(ctx.t("ip.export")):
         st.caption(ctx.t("ip.export_help"))
         if st.button(ctx.t("ip.export_build"), key="img_export"):
-            dest = store.home / "exports" / f"dataset-{time.strftime('%Y%m%d-%H%M%S')}.zip"
+            dest = store.home / "exports" / f"dataset-{timefmt.file_stamp(store)}.zip"
             exported = run_action(ctx, images.export_dataset, store, actor, dest)
             if exported is not None:
                 st.session_state["img_export_path"] = str(exported.path)

@@ -4,11 +4,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import runs
-
-from core.images import UPLOAD_EXTENSIONS, image_path
-from core.training import predict_image
+from core import images, runs
+from core.prediction import predict_image
 from pages.ui import page_context, run_action
+from pages.uploads import upload_caps
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
@@ -24,12 +23,10 @@ done = runs.done_tasks(store, run["id"])
 st.caption(ctx.t("pr.model", idx=done[-1]["idx"], classes=sum(len(t["label_ids"]) for t in done), encoder=run["encoder"]))
 k = st.slider(ctx.t("pr.top_k"), 1, 10, 5, key="pr_k")
 
-uploaded = st.file_uploader(ctx.t("pr.upload"), type=[e for e in UPLOAD_EXTENSIONS if e != "zip"], key="pr_upload")
-trained_ids = [lid for t in done for lid in t["label_ids"]]
-marks = ",".join("?" * len(trained_ids))
-samples = store.query(f"SELECT i.*, l.name AS label_name FROM images i JOIN labels l ON l.id = i.label_id "
-                      f"WHERE i.split = 'holdout' AND i.label_id IN ({marks}) ORDER BY i.label_id, i.id LIMIT 200",
-                      tuple(trained_ids))
+image_cap = upload_caps(store)["image"]
+uploaded = st.file_uploader(ctx.t("pr.upload"), type=list(images.IMAGE_EXTENSIONS), key="pr_upload",
+                            max_upload_size=image_cap, help=ctx.t("pr.upload_help", mb=image_cap))
+samples = images.holdout_samples(store, [lid for t in done for lid in t["label_ids"]])
 none = {"id": None}
 sample = st.selectbox(ctx.t("pr.sample"), [none] + samples, key="pr_sample",
                       format_func=lambda r: ctx.t("pr.none") if r["id"] is None
@@ -40,7 +37,7 @@ if uploaded is not None:
     data = uploaded.getvalue()
 elif sample["id"] is not None:
     try:
-        data, truth = image_path(store, sample).read_bytes(), sample["label_name"]
+        data, truth = images.image_path(store, sample).read_bytes(), sample["label_name"]
     except OSError:   # the file was removed from the data home behind the database's back
         st.error(ctx.t("pr.missing_file", id=sample["id"]))
 

@@ -5,22 +5,25 @@ from __future__ import annotations
 import io
 import zipfile
 
+import pytest
+from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 # Imported before AppTest runs the page: AppTest puts pages/ first on sys.path, where pages/glossary.py
 # would otherwise shadow the glossary package that core.labels imports.
 from core import images, labels  # noqa: F401
-from core.auth import Actor
+from core import settings
+from core.auth import SYSTEM, Actor
+from core.i18n import t
 from core.store import Store
-from tests.conftest import REPO
+from tests.conftest import REPO, log_in_page
 from tests.test_images import images_with_split, jpeg, make_label
 
 
 def _page(home, actor, lang="ja") -> AppTest:
     at = AppTest.from_file(str(REPO / "pages" / "images.py"), default_timeout=60)
-    at.session_state["sgcl_home"] = str(home)
     at.session_state["lang"] = lang
-    at.session_state["actor"] = actor
+    log_in_page(at, home, actor)
     return at
 
 
@@ -34,14 +37,15 @@ def test_upload_files_and_zip_shows_per_file_results(tmp_path):
     at = _page(tmp_path, Actor("eri", "expert"), lang="en")
     at.run()
     assert not at.exception
-    [uploader] = at.file_uploader
-    assert uploader.accept_multiple_files and ".zip" in uploader.allowed_type
+    files, zips = at.file_uploader
+    assert files.accept_multiple_files and ".jpg" in files.allowed_type and ".zip" not in files.allowed_type
+    assert zips.accept_multiple_files and zips.allowed_type == [".zip"]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("../evil.jpg", jpeg(3))
         zf.writestr("ok.jpg", jpeg(4))
-    uploader.set_value([("a.jpg", jpeg(1), "image/jpeg"), ("b.jpg", b"not an image", "image/jpeg"),
-                        ("batch.zip", buf.getvalue(), "application/zip")])
+    files.set_value([("a.jpg", jpeg(1), "image/jpeg"), ("b.jpg", b"not an image", "image/jpeg")])
+    zips.set_value([("batch.zip", buf.getvalue(), "application/zip")])
     at.run()
     at.button(key="img_add").click().run()
     assert not at.exception
@@ -53,8 +57,8 @@ def test_upload_files_and_zip_shows_per_file_results(tmp_path):
     at.session_state["lang"] = "ja"
     at.run()
     assert "画像ファイルではありません" in _table_text(at)
-    # the uploader was emptied, the gallery shows both images
-    assert at.file_uploader[0].value in (None, [])
+    # the uploaders were emptied, the gallery shows both images
+    assert [u.value for u in at.file_uploader] in ([None, None], [[], []])
     assert len(list((tmp_path / "cache" / "thumbs").iterdir())) == 2
     assert not [c for c in at.checkbox if c.key and c.key.startswith("img_sel_")]   # experts cannot manage
 
@@ -103,3 +107,60 @@ def test_page_without_open_labels_and_export(tmp_path):
     [exported] = list((tmp_path / "exports").iterdir())
     with zipfile.ZipFile(exported) as zf:
         assert len([n for n in zf.namelist() if n.endswith(".jpg")]) == 6
+
+
+def _captions(at) -> list[str]:
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+    return [img.caption for node in walk(at.main) if type(node).__name__ == "Image" for img in node.proto.imgs]
+
+
+@pytest.fixture
+def server_upload_cap():
+    """The page sets Streamlit's process-wide ``server.maxUploadSize``; put it back after the test."""
+    before = st_config.get_option("server.maxUploadSize")
+    yield
+    st_config.set_option("server.maxUploadSize", before, "test")
+
+
+def test_upload_widgets_state_and_enforce_the_admins_limits(tmp_path, server_upload_cap):
+    store = Store(tmp_path)
+    make_label(store, "cat")
+    at = _page(tmp_path, Actor("eri", "expert"), lang="en")
+    at.run()
+    assert not at.exception
+    files, zips = at.file_uploader
+    # max_upload_size is what the browser enforces and what the widget shows ("20MB per file")
+    assert (files.proto.max_upload_size_mb, zips.proto.max_upload_size_mb) == (20, 1024)   # the defaults
+    assert "Up to 20 MB" in files.help and "Up to 1024 MB" in zips.help
+    assert st_config.get_option("server.maxUploadSize") == 1024        # what the server refuses above
+
+    settings.update(store, SYSTEM, {"upload_max_bytes": 5 * 1024 * 1024, "upload_max_zip_bytes": 2048 * 1024 * 1024})
+    at.run()
+    files, zips = at.file_uploader
+    assert (files.proto.max_upload_size_mb, zips.proto.max_upload_size_mb) == (5, 2048)
+    assert "Up to 5 MB" in files.help and "Up to 2048 MB" in zips.help
+    assert st_config.get_option("server.maxUploadSize") == 2048
+    # a limit that is not whole MB: the widget rounds up, the service refuses on the exact byte count
+    settings.update(store, SYSTEM, {"upload_max_bytes": 1536 * 1024})
+    at.run()
+    assert at.file_uploader[0].proto.max_upload_size_mb == 2
+
+
+def test_gallery_shows_upload_times_in_the_configured_zone(tmp_path):
+    store = Store(tmp_path)
+    cat = make_label(store, "cat")
+    [added] = images.ingest_uploads(store, Actor("eri", "expert"), cat, [("a.jpg", jpeg(7))])
+    store.execute("UPDATE images SET uploaded_at = '2025-01-02T00:30:00+00:00' WHERE id = ?", (added.image_id,))
+    at = _page(tmp_path, Actor("eri", "expert"), lang="en")
+    at.run()
+    assert not at.exception
+    split = images.get_image(store, added.image_id)["split"]
+    assert _captions(at) == [f"#{added.image_id} · {t('split.' + split, 'en')} · Jan 2, 2025, 09:30"]  # JST
+    assert any("Japan Time" in c.value for c in at.caption)
+    settings.update(store, SYSTEM, {"timezone": "UTC"})
+    at.session_state["lang"] = "ja"
+    at.run()
+    assert _captions(at) == [f"#{added.image_id} · {t('split.' + split, 'ja')} · 2025年1月2日 0:30"]
