@@ -1,24 +1,40 @@
 """Command line: ``python -m core.cli <command> ...``.
 
 Adding a command = one ``add_<name>(subparsers)`` function that declares its arguments and sets
-``func`` to a runner ``(args) -> int`` + one line in ``COMMANDS``. Every command gets ``--home`` and
-``--user`` from ``common``; use :func:`open_store` and :func:`actor_for` in the runner.
+``func`` to a runner ``(args) -> int`` + one line in ``COMMANDS``. Every command gets ``--home``,
+``--user``, ``--as-system`` and ``--lang`` from ``common``; use :func:`open_store` and
+:func:`actor_for` in the runner.
+
+Who is acting. A command that changes or exports data acts as an authenticated user, as in the app:
+``--user NAME`` proves it with that account's password (``SGCL_PASSWORD``, else asked for on the
+terminal; failures count towards the account's lockout). ``--as-system`` acts as the built-in
+``system`` admin and is for the machine's own account only: it is refused unless the operating-system
+user running the command owns the data home (whoever owns it can edit the database anyway), and each
+use is audited with that OS user's name.
 """
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 import time
 from pathlib import Path
 
+from core import images
 from core.auth import SYSTEM, Actor
+from core.glossary_store import seed_if_empty
 from core.i18n import DEFAULT_LANG, LANGS, UserError, t
 from core.store import Store
+from core.users import authenticate, ensure_admin
+
 
 def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", help="data home (default: $SGCL_HOME or ./sgcl-data)")
-    common.add_argument("--user", help="act as this existing user (default: the 'system' admin)")
+    common.add_argument("--user", help="act as this user; the password comes from $SGCL_PASSWORD or is asked for")
+    common.add_argument("--as-system", action="store_true",
+                        help="act as the built-in 'system' admin; only for the OS account that owns the data home")
     common.add_argument("--lang", choices=LANGS, default=DEFAULT_LANG, help="language of messages")
     return common
 
@@ -27,14 +43,33 @@ def open_store(args: argparse.Namespace) -> Store:
     return Store(args.home) if args.home else Store()
 
 
+def _os_user_name(uid: int) -> str:
+    try:
+        import pwd
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
+
+
 def actor_for(store: Store, args: argparse.Namespace) -> Actor:
-    """``--user NAME`` acts with that account's role; without it the CLI is the system admin."""
-    if not args.user:
+    """The authenticated user the command acts as (see the module docstring), or a ``UserError``."""
+    if args.user and args.as_system:
+        raise UserError("cli.user_and_system")
+    if args.as_system:
+        owner, me = store.home.stat().st_uid, os.geteuid()
+        if owner != me:
+            raise UserError("cli.as_system_not_owner", owner=_os_user_name(owner), me=_os_user_name(me))
+        store.audit(SYSTEM.username, "cli.as_system", "cli", getattr(args, "command", None),
+                    os_user=_os_user_name(me))
         return SYSTEM
-    row = store.query_one("SELECT username, role, active FROM users WHERE username = ?", (args.user,))
-    if row is None or not row["active"]:
-        raise UserError("cli.unknown_user", user=args.user)
-    return Actor(row["username"], row["role"])
+    if not args.user:
+        raise UserError("cli.needs_identity")
+    password = os.environ.get("SGCL_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise UserError("cli.no_password", user=args.user)
+        password = getpass.getpass(t("cli.password_prompt", args.lang, user=args.user))
+    return authenticate(store, args.user, password)
 
 
 # ---- import-folder ------------------------------------------------------------------------------
@@ -43,14 +78,14 @@ def add_import_folder(sub, common) -> None:
                        help="import an ImageNet-style folder: <root>/<label>/* or <root>/{train,test}/<label>/*")
     p.add_argument("root", type=Path)
     p.add_argument("--create-labels", action="store_true",
-                   help="propose and approve a label for each folder that matches none")
+                   help="make a label for each folder that matches none (approved when you may review, "
+                        "else proposed)")
     p.set_defaults(func=run_import_folder)
 
 
 def run_import_folder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from core import images
     store = open_store(args)
     actor = actor_for(store, args)
     bar = tqdm(total=0, unit="img", file=sys.stderr, dynamic_ncols=True)
@@ -61,15 +96,16 @@ def run_import_folder(args: argparse.Namespace) -> int:
 
     report = images.import_folder(store, actor, args.root, create_labels=args.create_labels, progress=progress)
     bar.close()
+    lang = args.lang
     for r in report.results:
         if r.status in ("error", "conflict"):
-            print(f"{r.status}: {r.name}: {r.message(args.lang)}")
+            print(t("cli.import_problem", lang, status=t(f"ip.status.{r.status}", lang), name=r.name,
+                    message=r.message(lang)))
     counts = report.counts
-    print(f"labels: {len(report.labels)} matched ({len(report.created)} created), "
-          f"{len(report.unmatched)} folders without a label")
-    print(f"added {counts['added']}, duplicates {counts['duplicate']}, conflicts {counts['conflict']}, "
-          f"errors {counts['error']} in {report.seconds:.1f} s "
-          f"({report.images_per_second:.0f} images/s)")
+    print(t("cli.import_labels", lang, matched=len(report.labels), created=len(report.created),
+            proposed=len(report.proposed), entries=len(report.new_entries), unmatched=len(report.unmatched)))
+    print(t("cli.import_counts", lang, **counts, seconds=f"{report.seconds:.1f}",
+            rate=f"{report.images_per_second:.0f}"))
     return 1 if report.unmatched or counts["error"] else 0
 
 
@@ -83,13 +119,13 @@ def add_export(sub, common) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from core import images
     store = open_store(args)
+    actor = actor_for(store, args)
     fmt = args.format or ("zip" if args.dest.suffix.lower() == ".zip" else "folder")
     started = time.perf_counter()
-    result = images.export_dataset(store, actor_for(store, args), args.dest, fmt=fmt)
-    print(f"exported {result.n_images} images of {result.n_labels} labels to {result.path} "
-          f"in {time.perf_counter() - started:.1f} s")
+    result = images.export_dataset(store, actor, args.dest, fmt=fmt)
+    print(t("cli.export_done", args.lang, n=result.n_images, labels=result.n_labels, path=str(result.path),
+            seconds=f"{time.perf_counter() - started:.1f}"))
     return 0
 
 
@@ -102,13 +138,12 @@ def add_init(sub, common) -> None:
 
 def run_init(args: argparse.Namespace) -> int:
     """What `make run` does before starting the app, so the first-start admin password is printed on the
-    console at start-up rather than when the first browser connects."""
-    from core.glossary_store import seed_if_empty
-    from core.users import ensure_admin
-
+    console at start-up rather than when the first browser connects. Acts as no user: it only creates
+    what a fresh home needs (the first admin, the starter glossary) and changes nothing that exists."""
     store = open_store(args)
     ensure_admin(store)
     added = seed_if_empty(store)
+    images.remove_stale_uploads(store)
     print(f"data home {store.home} ready (schema v{store.schema_version}"
           + (f", {added} starter glossary entries" if added else "") + ")")
     return 0

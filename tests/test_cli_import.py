@@ -1,5 +1,6 @@
 """``python -m core.cli import-folder`` / ``export``: ImageNet-style folders in, labels matched or
-created through core.labels, the given train/test split kept, a summary with images/s printed."""
+created through core.labels, the given train/test split kept, a summary with images/s printed.
+(Who may run them — passwords, ``--as-system``, symlinks — is in tests/test_security_images.py.)"""
 from __future__ import annotations
 
 import subprocess
@@ -8,11 +9,16 @@ import zipfile
 
 import pytest
 
-from core import cli, images, labels
-from core.auth import Actor
+import shutil
+
+from core import cli, images, labels, users
+from core.auth import SYSTEM, Actor
+from core.i18n import UserError
 from core.store import Store
 from tests.conftest import REPO, shared_datasets
 from tests.test_images import jpeg
+
+PASSWORD = "mossy-anvil-47-harbour"
 
 
 def _write_tree(root, layout: dict[str, dict[str, int]], seed: int = 0) -> None:
@@ -28,9 +34,11 @@ def _write_tree(root, layout: dict[str, dict[str, int]], seed: int = 0) -> None:
 def test_import_with_train_test_keeps_split_and_creates_labels(tmp_path, capsys):
     root, home = tmp_path / "data", tmp_path / "home"
     _write_tree(root, {"train": {"widget": 6, "gadget": 5}, "test": {"widget": 2, "gadget": 1}})
-    assert cli.main(["import-folder", str(root), "--home", str(home), "--create-labels"]) == 0
+    assert cli.main(["import-folder", str(root), "--home", str(home), "--create-labels", "--as-system",
+                     "--lang", "en"]) == 0
     out = capsys.readouterr().out
     assert "added 14, duplicates 0, conflicts 0, errors 0" in out and "images/s" in out
+    assert "2 created, 0 of them awaiting review; 2 new draft glossary entries" in out
     store = Store(home)
     made = {l["name"]: l for l in labels.list_labels(store)}
     assert set(made) == {"widget", "gadget"}
@@ -39,17 +47,18 @@ def test_import_with_train_test_keeps_split_and_creates_labels(tmp_path, capsys)
     counts = {c["name"]: (c["n_train"], c["n_holdout"]) for c in images.label_counts(store)}
     assert counts == {"widget": (6, 2), "gadget": (5, 1)}
     assert images.readiness(store, [made["gadget"]["id"]])[made["gadget"]["id"]].ok
-    # a second run finds only duplicates
-    assert cli.main(["import-folder", str(root), "--home", str(home)]) == 0
-    assert "added 0, duplicates 14" in capsys.readouterr().out
+    # a second run finds only duplicates, and says so in Japanese by default
+    assert cli.main(["import-folder", str(root), "--home", str(home), "--as-system"]) == 0
+    assert "追加 0、重複 14" in capsys.readouterr().out
 
 
-def test_existing_label_is_matched_and_unknown_folders_reported(tmp_path, capsys):
+def test_existing_label_is_matched_and_unknown_folders_reported(tmp_path, capsys, monkeypatch):
     root, home = tmp_path / "data", tmp_path / "home"
     _write_tree(root, {"": {"Bolt": 3, "nut": 2}})
     store = Store(home)
     bolt = labels.propose(store, Actor("eri", "expert"), "bolt", create_entry=True)
-    store.db["users"].insert({"username": "rei", "password_hash": "x", "role": "reviewer", "created_at": "now"})
+    users.create_user(store, SYSTEM, "rei", PASSWORD, "reviewer")
+    monkeypatch.setenv("SGCL_PASSWORD", PASSWORD)
     code = cli.main(["import-folder", str(root), "--home", str(home), "--user", "rei", "--lang", "en"])
     out = capsys.readouterr().out
     assert code == 1
@@ -60,29 +69,35 @@ def test_existing_label_is_matched_and_unknown_folders_reported(tmp_path, capsys
     assert [r["split"] for r in rows] == [images.hash_split(r["sha256"], 0.2) for r in rows]
 
 
-def test_unknown_user_and_permissions_are_refused(tmp_path, capsys):
+def test_unknown_user_and_permissions_are_refused(tmp_path, capsys, monkeypatch):
     root, home = tmp_path / "data", tmp_path / "home"
     _write_tree(root, {"": {"x": 1}})
+    monkeypatch.setenv("SGCL_PASSWORD", PASSWORD)
     assert cli.main(["import-folder", str(root), "--home", str(home), "--user", "ghost", "--lang", "en"]) == 2
-    assert "User 'ghost' does not exist" in capsys.readouterr().err
     store = Store(home)
-    store.db["users"].insert({"username": "sora", "password_hash": "x", "role": "supervisor", "created_at": "now"})
+    with pytest.raises(UserError) as refusal:                # what the login form answers for that name
+        users.authenticate(store, "ghost", PASSWORD)
+    assert refusal.value.message("en") in capsys.readouterr().err
+    users.create_user(store, SYSTEM, "sora", PASSWORD, "supervisor")
     assert cli.main(["import-folder", str(root), "--home", str(home), "--user", "sora"]) == 2
     assert "画像のアップロード" in capsys.readouterr().err          # the refused action, in Japanese (default)
-    assert cli.main(["import-folder", str(tmp_path / "missing"), "--home", str(home), "--lang", "ja"]) == 2
+    assert cli.main(["import-folder", str(tmp_path / "missing"), "--home", str(home), "--as-system",
+                     "--lang", "ja"]) == 2
     assert "がありません" in capsys.readouterr().err
+    assert store.query("SELECT * FROM images") == []
 
 
 def test_export_command_and_module_entry_point(tmp_path):
     root, home = tmp_path / "data", tmp_path / "home"
     _write_tree(root, {"train": {"cog": 5}, "test": {"cog": 1}})
     env_cmd = [sys.executable, "-m", "core.cli"]
-    done = subprocess.run(env_cmd + ["import-folder", str(root), "--home", str(home), "--create-labels"],
+    done = subprocess.run(env_cmd + ["import-folder", str(root), "--home", str(home), "--create-labels",
+                                     "--as-system", "--lang", "en"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "added 6" in done.stdout
     dest = tmp_path / "cog.zip"
-    assert cli.main(["export", str(dest), "--home", str(home)]) == 0
+    assert cli.main(["export", str(dest), "--home", str(home), "--as-system"]) == 0
     with zipfile.ZipFile(dest) as zf:
         names = zf.namelist()
     assert sum(n.startswith("train/cog/") for n in names) == 5
@@ -97,11 +112,12 @@ def test_import_shared_dataset_subset(tmp_path, capsys, dataset, classes):
     expected = {}
     for split in ("train", "test"):
         for cls in classes:
-            (root / split).mkdir(parents=True, exist_ok=True)
-            (root / split / cls).symlink_to(source / split / cls, target_is_directory=True)
+            # Copied, not linked: folder import refuses symbolic links (tests/test_security_images.py).
+            shutil.copytree(source / split / cls, root / split / cls)
             expected[(cls, split)] = sum(1 for p in (source / split / cls).iterdir() if p.is_file())
     home = tmp_path / "home"
-    assert cli.main(["import-folder", str(root), "--home", str(home), "--create-labels"]) == 0
+    assert cli.main(["import-folder", str(root), "--home", str(home), "--create-labels", "--as-system",
+                     "--lang", "en"]) == 0
     assert "errors 0" in capsys.readouterr().out
     counts = {c["name"]: c for c in images.label_counts(Store(home))}
     for cls in classes:
