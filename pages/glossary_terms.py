@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import glossary_store
+from core import dictionary, glossary_store
 from core.i18n import UserError
-from glossary import GlossaryEntry
+from glossary import GlossaryEntry, normalize_chars
 from pages.ui import page_context, run_action
 
 ctx = page_context()
@@ -87,6 +87,23 @@ if picked:
         st.rerun()
 
 with st.expander(ctx.t("gp.new")):
+    # JMdict suggests the reading and English gloss of a Japanese term; the reviewer copies them into
+    # the form (a form cannot react to typing, so the look-up sits above it).
+    term = st.text_input(ctx.t("gp.dict_lookup"), key="gloss_dict_term")
+    if term.strip():
+        hint = dictionary.term_hint(term)
+        if hint is None:
+            st.caption(ctx.t("gp.dict_none") if dictionary.available()
+                       else ctx.t("dict.unavailable", reason=dictionary.unavailable_reason() or ""))
+        else:
+            st.info(ctx.t("dict.hint", reading=hint.reading, en=hint.en) + "  \n"
+                    + ctx.t("gp.dict_glosses", glosses="; ".join(hint.glosses)))
+            if st.button(ctx.t("gp.dict_use"), key="gloss_dict_use"):
+                st.session_state["new_entry_canonical_"] = normalize_chars(term)
+                st.session_state["new_entry_reading_"] = hint.reading
+                st.session_state["new_entry_en_"] = hint.en
+                st.rerun()
+        st.caption(ctx.t("dict.attribution"))
     created = _entry_form("new_entry", {}, is_new=True)
     if created and run_action(ctx, glossary_store.save_entry, store, actor, created, create=True,
                               success=ctx.t("gp.saved")):

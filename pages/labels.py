@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core import dictionary, glossary_store
 from core import labels as label_service
 from core.i18n import UserError
 from core.neighbours import neighbour_preview
@@ -14,27 +15,55 @@ store, actor = ctx.store, ctx.actor
 st.title(ctx.t("lp.title"))
 
 # ---- propose ---------------------------------------------------------------------------------------
+NEW_TERM = "__new__"
+
+
+def suggestion_text(s) -> str:
+    return ctx.t("lp.suggestion", canonical=s.canonical, kind=ctx.t(f"tier.{s.tier}"))
+
+
+def show_dictionary_links(links) -> None:
+    """Labels that the dictionary (JMdict) says may mean the same thing: a warning, never automatic."""
+    if links:
+        st.warning("\n\n".join([f"**{ctx.t('dict.heading')}**", *(f"- {l.describe(ctx.lang)}" for l in links)]))
+        st.caption(ctx.t("dict.attribution"))
+
+
 if actor.can("label.propose"):
     with st.expander(ctx.t("lp.propose"), expanded=True):
         name = st.text_input(ctx.t("lp.name"), key="propose_name")
         if name.strip():
             result = label_service.preview(store, name)
             st.caption(ctx.t("lp.normalized", text=result.normalized))
-            chosen_entry, create_entry = None, False
+            chosen_entry, create_entry, reading, gloss = None, False, "", ""
             if result.auto:
                 st.success(ctx.t("lp.auto", canonical=result.canonical, entry=result.entry_id,
                                  tier=ctx.t(f"tier.{result.tier}")))
             else:
-                st.info(ctx.t("lp.not_auto", tier=ctx.t(f"tier.{result.tier}")))
-                options = [(s.entry_id, f"{s.canonical} — {ctx.t('tier.' + s.tier)}") for s in result.suggestions]
-                options.append(("__new__", ctx.t("lp.new_term")))
-                picked = st.radio(ctx.t("lp.choice"), options, format_func=lambda o: o[1], key="propose_choice")
-                if picked[0] == "__new__":
-                    create_entry = True
-                    reading = st.text_input(ctx.t("lp.reading"), key="propose_reading")
-                    gloss = st.text_input(ctx.t("lp.en"), key="propose_en")
+                # Nothing is pre-selected: "new term" is the default until the proposer picks a suggestion.
+                by_id = {s.entry_id: s for s in result.suggestions}
+                if by_id:
+                    st.info(ctx.t("lp.not_auto_pick"))
+                    picked = st.radio(ctx.t("lp.choice"), [NEW_TERM, *by_id], index=0,
+                                      key=f"propose_choice_{result.normalized}",
+                                      format_func=lambda o: ctx.t("lp.new_term") if o == NEW_TERM
+                                      else suggestion_text(by_id[o]))
                 else:
-                    chosen_entry = picked[0]
+                    st.info(ctx.t("lp.no_match"))
+                    picked = NEW_TERM
+                if picked == NEW_TERM:
+                    create_entry = True
+                    hint = dictionary.term_hint(result.normalized)
+                    if hint:
+                        st.caption(ctx.t("dict.hint", reading=hint.reading, en=hint.en))
+                    # keyed per name: another name gets its own dictionary defaults
+                    reading = st.text_input(ctx.t("lp.reading"), value=hint.reading if hint else "",
+                                            key=f"propose_reading_{result.normalized}")
+                    gloss = st.text_input(ctx.t("lp.en"), value=hint.en if hint else "",
+                                          key=f"propose_en_{result.normalized}")
+                else:
+                    chosen_entry = picked
+            show_dictionary_links(dictionary.label_links(store, name))
             if st.button(ctx.t("lp.submit"), type="primary", key="propose_submit"):
                 extra = {"reading": reading, "en": gloss} if create_entry else {}
                 created = run_action(ctx, label_service.propose, store, actor, name, entry_id=chosen_entry,
@@ -62,8 +91,12 @@ active = label_service.list_labels(store, label_service.ACTIVE)
 if actor.can("label.review") and active:
     st.subheader(ctx.t("lp.review"))
     proposed_first = sorted(active, key=lambda r: (r["status"] != "proposed", r["id"]))
-    label = st.selectbox(ctx.t("lp.pick"), proposed_first, key="review_pick",
-                         format_func=lambda r: f"#{r['id']} {r['name']} → {r['canonical']} ({ctx.t('status.' + r['status'])})")
+    # Options are ids, not rows: a row kept in the widget's state would go stale when someone else saves.
+    rows_by_id = {int(r["id"]): r for r in proposed_first}
+    picked_id = st.selectbox(ctx.t("lp.pick"), list(rows_by_id), key="review_pick",
+                             format_func=lambda i: f"#{i} {rows_by_id[i]['name']} → {rows_by_id[i]['canonical']} "
+                                                   f"({ctx.t('status.' + rows_by_id[i]['status'])})")
+    label = rows_by_id[picked_id]
     # The version this reviewer saw when the label was first shown to them. It is kept across reruns, so
     # a save after someone else's edit is refused (err.stale_version) instead of silently overwriting it.
     seen_key = f"seen_version_{label['id']}"
@@ -103,6 +136,16 @@ if actor.can("label.review") and active:
                                     expected_version=version, success=ctx.t("lp.done"))):
                     st.rerun()
 
+    # Near-duplicates the embedding cannot see (くるま next to 自動車, car and 自動車): the dictionary.
+    links = dictionary.label_links(store, int(label["id"]))
+    show_dictionary_links(links)
+    for link in links:
+        if label["status"] in ("proposed", "approved") and link.status in label_service.ACTIVE and st.button(
+                ctx.t("lp.merge_suggest", name=link.name), key=f"merge_dict_{link.label_id}"):
+            if saved(run_action(ctx, label_service.merge, store, actor, label["id"], link.label_id,
+                                expected_version=version, success=ctx.t("lp.done"))):
+                st.rerun()
+
     cols = st.columns(3)
     for col, action in zip(cols, ("approve", "reject", "retire")):
         allowed_from, _ = label_service.TRANSITIONS[action]
@@ -111,12 +154,39 @@ if actor.can("label.review") and active:
                                 success=ctx.t("lp.done"))):
                 st.rerun()
 
+    st.caption(ctx.t("lp.current_entry", canonical=label["canonical"], entry=label["entry_id"] or "—"))
     with st.form("rename_form"):
         # keyed per label: what the reviewer typed survives a refused save
         new_name = st.text_input(ctx.t("lp.new_name"), value=label["name"], key=f"rename_{label['id']}")
+        keep = st.checkbox(ctx.t("lp.keep_entry", canonical=label["canonical"]), key=f"rename_keep_{label['id']}")
         if st.form_submit_button(ctx.t("lp.rename")):
             if saved(run_action(ctx, label_service.rename, store, actor, label["id"], new_name, version,
-                                success=ctx.t("lp.done"))):
+                                keep_entry=keep, success=ctx.t("lp.done"))):
+                st.rerun()
+
+    # Re-link: point the label at another glossary entry, or at a new term made from its name.
+    glossary = glossary_store.load_glossary(store)
+    hit = glossary.lookup(label["name"])
+    first = [s.entry_id for s in hit.suggestions] + ([hit.entry_id] if hit.auto else [])
+    entries = [e.id for e in glossary.entries if e.status != "deprecated" and e.id != label["entry_id"]]
+    choices = [NEW_TERM, *dict.fromkeys(i for i in first + entries if i in entries)]
+    with st.form(f"relink_form_{label['id']}"):
+        st.markdown(f"**{ctx.t('lp.relink_title')}**")
+        target_entry = st.selectbox(
+            ctx.t("lp.relink_target"), choices, key=f"relink_target_{label['id']}",
+            format_func=lambda i: ctx.t("lp.relink_new", name=label["name"]) if i == NEW_TERM
+            else f"{glossary.get(i).canonical} ({i})")
+        hint = dictionary.term_hint(label["name"])
+        relink_reading = st.text_input(ctx.t("lp.reading"), value=hint.reading if hint else "",
+                                       key=f"relink_reading_{label['id']}")
+        relink_en = st.text_input(ctx.t("lp.en"), value=hint.en if hint else "", key=f"relink_en_{label['id']}")
+        if st.form_submit_button(ctx.t("lp.relink")):
+            args = ({"create_entry": True, "reading": relink_reading, "en": relink_en} if target_entry == NEW_TERM
+                    else {"entry_id": target_entry})
+            relinked = run_action(ctx, label_service.relink, store, actor, label["id"], expected_version=version,
+                                  **args)
+            if saved(relinked):
+                st.toast(ctx.t("lp.relinked", name=relinked["name"], canonical=relinked["canonical"]))
                 st.rerun()
 
     targets = [r for r in active if r["id"] != label["id"]]

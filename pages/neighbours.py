@@ -6,6 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core import dictionary
 from core.encoders import active_encoder_spec, load_encoder, spec_has_random_weights
 from core.i18n import UserError
 from core.neighbours import DEFAULT_STATUSES, label_index, near_duplicates, neighbours, similarity_matrix
@@ -72,6 +73,11 @@ if query not in (None, ""):
         found, report = [], None
     if report is not None and report.nearest is not None:
         (st.warning if report.flag else st.caption)(report.message(ctx.lang))
+    # What the embedding cannot see: the same word in the other language or script (car / 自動車, くるま / 車).
+    links = dictionary.label_links(ctx.store, query)
+    if links:
+        st.warning("\n\n".join([f"**{ctx.t('dict.heading')}**", *(f"- {l.describe(ctx.lang)}" for l in links)]))
+        st.caption(ctx.t("dict.attribution"))
     st.subheader(ctx.t("nbrpage.table"))
     if not found:
         st.info(ctx.t("nbrpage.none_found"))

@@ -84,11 +84,10 @@ def test_measured_precision_on_the_pair_list():
 
 
 def test_lookups_are_fast_and_thread_safe():
-    dictionary.words.cache_clear()
-    dictionary.profile.cache_clear()
+    dictionary.clear_caches()
     texts = ["自動車", "くるま", "猫", "犬", "飛行機", "錆", "傷", "汚れ", "馬", "船"] * 3
     expected = {t: dictionary.words(t) for t in set(texts)}
-    dictionary.words.cache_clear()
+    dictionary.clear_caches()
     results: dict[int, tuple] = {}
 
     def work(i, text):
@@ -108,15 +107,24 @@ def test_lookups_are_fast_and_thread_safe():
     assert time.perf_counter() - t0 < 0.01            # cached
 
 
+def test_first_review_of_a_hundred_labels_is_fast(store, expert):
+    for i, name in enumerate(["自動車", "猫", "犬", "馬", "牛", "鳥", "魚", "船", "電車", "椅子"] * 10):
+        store.db["labels"].insert({"name": f"{name}{i}", "name_key": f"{name}{i}", "lang": "ja",
+                                   "status": "approved", "created_by": "t", "created_at": "now"})
+    labels.propose(store, expert, "くるま", create_entry=True)
+    dictionary.clear_caches()
+    t0 = time.perf_counter()
+    dictionary.label_links(store, "くるま")
+    assert time.perf_counter() - t0 < 0.5            # cold: one batch for all 101 labels
+
+
 def test_the_app_works_without_the_dictionary(monkeypatch, store, expert):
     monkeypatch.setattr(dictionary, "_handle", None)
     monkeypatch.setattr(dictionary, "_unavailable_reason", "ModuleNotFoundError: jamdict")
-    dictionary.words.cache_clear()
-    dictionary.profile.cache_clear()
+    dictionary.clear_caches()
     try:
         assert not dictionary.available() and dictionary.term_hint("自動車") is None
         label = labels.propose(store, expert, "自動車", create_entry=True)
         assert dictionary.label_links(store, label["id"]) == []
     finally:
-        dictionary.words.cache_clear()
-        dictionary.profile.cache_clear()
+        dictionary.clear_caches()

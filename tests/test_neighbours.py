@@ -140,3 +140,39 @@ def test_free_text_variant_is_embedded_as_its_glossary_canonical(tmp_path):
     assert query_embed_text(store, "へこみ") == "凹み"
     assert query_embed_text(store, "ｷｽﾞ") == "傷"
     assert query_embed_text(store, "まったく新しい言葉") == "まったく新しい言葉"   # unknown text as typed
+
+
+def test_relink_re_embeds_the_label(tmp_path, e5):
+    """After a re-link the label's vector is its new entry's text: nothing keeps the old vector by label."""
+    import torch
+
+    from core import labels
+    from core.auth import Actor
+    from core.embeddings import embed_texts
+    from core.neighbours import label_index
+
+    store = Store(tmp_path)
+    expert, reviewer = Actor("eri", "expert"), Actor("rei", "reviewer")
+    for name in ["錆", "汚れ", "ねじ", "異物", "歯車"]:
+        labels.approve(store, reviewer, labels.propose(store, expert, name)["id"])
+    plane = labels.propose(store, expert, "飛行機", entry_id="defect.lifting")     # the wrong match
+    index = label_index(store, e5)
+    old = index.matrix[index.position[plane["id"]]]
+    assert torch.allclose(old, embed_texts(store, e5, ["浮き"])[0], atol=1e-6)
+    labels.relink(store, reviewer, plane["id"], create_entry=True)
+    index = label_index(store, e5)
+    new = index.matrix[index.position[plane["id"]]]
+    assert torch.allclose(new, embed_texts(store, e5, ["飛行機"])[0], atol=1e-6)
+    assert not torch.allclose(new, old, atol=1e-3)
+
+
+def test_no_duplicate_verdict_never_claims_a_nearest_label(catalogue, e5):
+    """The verdict's label is the strongest CSLS signal, which need not be the table's cosine top-1."""
+    store, ids = catalogue
+    report = near_duplicates(store, e5, ids["冷蔵庫"])
+    assert not report.flag
+    for lang in ("en", "ja"):
+        text = report.message(lang)
+        assert report.nearest.name in text and f"{report.threshold:.1f}" in text
+    assert "Nearest" not in report.message("en") and "最も近い" not in report.message("ja")
+    assert "similarity" not in report.message("en")

@@ -1,0 +1,155 @@
+"""Labels, Glossary and Neighbours pages (AppTest): nothing pre-selected on the propose form, typo
+suggestions marked as such, dictionary readings and near-duplicates, re-link with a version check."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import glossary_store, labels, settings
+from core.auth import SYSTEM, Actor
+from core.store import Store
+
+try:
+    from tests.conftest import log_in_page
+except ImportError:   # before server-side sessions: the page trusted the session's actor
+    def log_in_page(at, home, actor, lang=None):
+        at.session_state["sgcl_home"] = str(home)
+        at.session_state["actor"] = actor
+        if lang is not None:
+            at.session_state["lang"] = lang
+        return at
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERT, REVIEWER = Actor("eri", "expert"), Actor("rei", "reviewer")
+
+
+@pytest.fixture(autouse=True)
+def _no_env_encoder(monkeypatch):
+    monkeypatch.delenv("SGCL_ENCODER", raising=False)
+
+
+def _home(tmp_path) -> Store:
+    store = Store(tmp_path)
+    settings.update(store, SYSTEM, {"encoder": "tiny-test"})     # offline, seconds
+    return store
+
+
+def _page(name, home, actor, lang="en") -> AppTest:
+    at = AppTest.from_file(str(REPO / "pages" / name), default_timeout=90)
+    log_in_page(at, home, actor, lang)
+    at.session_state["lang"] = lang
+    return at
+
+
+def _radio(at):
+    radios = [r for r in at.radio if str(r.key or "").startswith("propose_choice")]
+    return radios[0] if radios else None
+
+
+def test_unrelated_word_is_a_new_term_with_dictionary_reading_and_no_nested_brackets(tmp_path):
+    store = _home(tmp_path)
+    at = _page("labels.py", tmp_path, EXPERT, lang="ja")
+    at.run()
+    at.text_input(key="propose_name").input("飛行機").run()
+    assert not at.exception
+    assert _radio(at) is None                                 # no suggestion to pick, none pre-selected
+    [info] = [i.value for i in at.info]
+    assert "新しい用語" in info and "（" not in info and "(" not in info
+    assert at.text_input(key="propose_reading_飛行機").value == "ヒコウキ"      # JMdict
+    assert at.text_input(key="propose_en_飛行機").value == "aeroplane"
+    at.button(key="propose_submit").click().run()
+    assert not at.exception
+    [label] = labels.list_labels(store)
+    assert (label["name"], label["canonical"], label["reading"], label["en"]) == ("飛行機", "飛行機", "ヒコウキ", "aeroplane")
+    assert label["entry_status"] == "draft"
+
+
+def test_a_typo_suggestion_is_marked_and_not_pre_selected(tmp_path):
+    store = _home(tmp_path)
+    at = _page("labels.py", tmp_path, EXPERT, lang="en")
+    at.run()
+    at.text_input(key="propose_name").input("スリキス").run()
+    radio = _radio(at)
+    assert radio.index == 0 and radio.value == "__new__"
+    assert radio.options == ["Create a new term", "擦り傷 — typo?"]
+    radio.set_value("defect.scuff").run()
+    at.button(key="propose_submit").click().run()
+    assert not at.exception
+    assert labels.list_labels(store)[0]["entry_id"] == "defect.scuff"
+
+
+def test_propose_form_shows_dictionary_near_duplicates(tmp_path):
+    store = _home(tmp_path)
+    labels.approve(store, REVIEWER, labels.propose(store, EXPERT, "自動車", create_entry=True)["id"])
+    at = _page("labels.py", tmp_path, EXPERT, lang="en")
+    at.run()
+    at.text_input(key="propose_name").input("car").run()
+    assert not at.exception
+    assert any("Near-duplicates by the dictionary" in w.value and "自動車" in w.value for w in at.warning)
+    assert any("JMdict" in c.value and "CC BY-SA" in c.value for c in at.caption)
+
+
+def test_reviewer_relinks_a_wrong_match_with_version_check(tmp_path):
+    store = _home(tmp_path)
+    label = labels.propose(store, EXPERT, "飛行機", entry_id="defect.lifting")
+    at = _page("labels.py", tmp_path, REVIEWER, lang="en")
+    at.run()
+    assert not at.exception
+    assert any("Current term: 浮き" in c.value for c in at.caption)
+    target = at.selectbox(key=f"relink_target_{label['id']}")
+    assert target.value == "__new__"                         # the default is a new term from the name
+    labels.rename(store, REVIEWER, label["id"], "飛行機", keep_entry=True)     # someone else saves first
+    [b for b in at.button if b.label == "Change term"][0].click().run()
+    assert any("changed by someone else" in e.value for e in at.error)
+    assert labels.get_label(store, label["id"])["entry_id"] == "defect.lifting"
+    at.button(key=f"reload_{label['id']}").click().run()
+    [b for b in at.button if b.label == "Change term"][0].click().run()
+    assert not at.exception
+    fixed = labels.get_label(store, label["id"])
+    assert fixed["canonical"] == "飛行機" and fixed["entry_id"].startswith("user.")
+    assert store.audit_rows("label", label["id"])[-1]["action"] == "label.relink"
+
+
+def test_review_warns_that_kuruma_may_be_jidousha(tmp_path):
+    store = _home(tmp_path)
+    car = labels.approve(store, REVIEWER, labels.propose(store, EXPERT, "自動車", create_entry=True)["id"])
+    labels.propose(store, EXPERT, "くるま", create_entry=True)
+    at = _page("labels.py", tmp_path, REVIEWER, lang="ja")
+    at.run()
+    assert not at.exception
+    assert any("辞書（JMdict）から見た重複候補" in w.value and "自動車" in w.value for w in at.warning)
+    merge = at.button(key=f"merge_dict_{car['id']}")
+    merge.click().run()
+    assert not at.exception
+    assert glossary_store.load_glossary(store).lookup("くるま").entry_id == car["entry_id"]
+
+
+def test_glossary_page_suggests_reading_and_gloss_for_a_new_term(tmp_path):
+    _home(tmp_path)
+    at = _page("glossary_terms.py", tmp_path, REVIEWER, lang="en")
+    at.run()
+    at.text_input(key="gloss_dict_term").input("自動車").run()
+    assert not at.exception
+    assert any("ジドウシャ" in i.value and "car" in i.value for i in at.info)
+    at.button(key="gloss_dict_use").click().run()
+    assert at.text_input(key="new_entry_reading_").value == "ジドウシャ"
+    assert at.text_input(key="new_entry_en_").value == "car"
+    assert at.text_input(key="new_entry_canonical_").value == "自動車"
+
+
+def test_neighbours_page_verdict_matches_its_table_and_shows_dictionary_links(tmp_path):
+    store = _home(tmp_path)
+    for name in ["自動車", "猫", "錆", "ねじ", "歯車", "異物"]:
+        create = name in ("自動車", "猫")
+        labels.approve(store, REVIEWER, labels.propose(store, EXPERT, name, create_entry=create)["id"])
+    car = labels.propose(store, EXPERT, "car", create_entry=True)
+    at = _page("neighbours.py", tmp_path, REVIEWER, lang="en")
+    at.run()
+    at.selectbox[0].set_value(car["id"]).run()
+    assert not at.exception
+    verdicts = [c.value for c in at.caption if "duplicate" in c.value] + [w.value for w in at.warning
+                                                                           if "duplicate" in w.value.lower()]
+    assert verdicts and not any("Nearest" in v for v in verdicts)
+    assert any("Near-duplicates by the dictionary" in w.value and "自動車" in w.value for w in at.warning)
