@@ -1,7 +1,14 @@
 import sqlite3
 import threading
+import time
+
+import pytest
 
 from core.store import MIGRATIONS, SCHEMA_VERSION, Store
+
+
+def _put(store, key, value):
+    store.execute("INSERT INTO settings (key, value) VALUES (?, ?)", (key, f'"{value}"'))
 
 
 def test_new_home_gets_folders_schema_and_wal(tmp_path):
@@ -17,7 +24,7 @@ def test_new_home_gets_folders_schema_and_wal(tmp_path):
 
 
 def test_reopening_does_not_rerun_migrations_and_keeps_data(tmp_path):
-    Store(tmp_path).set_setting("encoder", "e5", actor="a")
+    Store(tmp_path).execute("INSERT INTO settings (key, value) VALUES ('encoder', '\"e5\"')")
     again = Store(tmp_path)
     assert again.get_setting("encoder") == "e5"
     assert again.schema_version == SCHEMA_VERSION
@@ -34,28 +41,41 @@ def test_pending_migration_is_applied_on_start(tmp_path, monkeypatch):
 def test_failed_transaction_rolls_back(store):
     try:
         with store.transaction():
-            store.set_setting("a", 1)
+            store.execute("INSERT INTO settings (key, value) VALUES ('a', '1')")
             raise RuntimeError("boom")
     except RuntimeError:
         pass
     assert store.get_setting("a") is None
 
 
-def test_second_process_connection_waits_for_writer(tmp_path):
+def test_second_process_connection_waits_for_the_writer_then_succeeds(tmp_path):
     store = Store(tmp_path)
-    other = sqlite3.connect(tmp_path / "sgcl.db", timeout=5)
-    done = threading.Event()
+    other = Store(tmp_path)                     # another process's connection, with the app's busy timeout
+    holding, release = threading.Event(), threading.Event()
 
-    def write_later():
-        with store.transaction():
-            store.set_setting("k", "v")
-            done.wait(0.3)
+    def writer():
+        with store.transaction():               # BEGIN IMMEDIATE: the write lock is held from here
+            _put(store, "k", "v")
+            holding.set()
+            release.wait(10)
 
-    t = threading.Thread(target=write_later)
-    t.start()
-    other.execute("INSERT INTO settings (key, value) VALUES ('x', '1')")  # waits on the busy lock
-    other.commit()
-    t.join()
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        impatient = sqlite3.connect(tmp_path / "sgcl.db", timeout=0)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):   # the lock really is held
+            impatient.execute("INSERT INTO settings (key, value) VALUES ('y', '1')")
+        impatient.close()
+        threading.Timer(0.5, release.set).start()
+        started = time.monotonic()
+        with other.transaction():               # waits on the busy lock instead of failing
+            other.execute("INSERT INTO settings (key, value) VALUES ('x', '1')")
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        thread.join(10)
+    assert waited >= 0.4, f"the insert did not wait for the writer ({waited:.2f}s)"
     assert store.get_setting("x") == 1 and store.get_setting("k") == "v"
 
 
