@@ -1,36 +1,104 @@
-"""Local accounts: argon2 password hashes, lockout after repeated failures, first-start admin."""
+"""Local accounts: argon2 password hashes, lockout after repeated failures, first-start admin.
+
+Passwords need ``MIN_PASSWORD_LENGTH`` characters and a zxcvbn score of at least ``MIN_PASSWORD_SCORE``
+(zxcvbn estimates guesses from common passwords, words, names, keyboard patterns, repeats, dates and
+the user's own name), so ``password1234`` or twelve spaces are refused with the reason in the user's
+language. User names go through ``core.inputs`` (NFKC, invisible characters removed, capped).
+
+A login answers the same ``auth.bad_login`` for an unknown name, a wrong password and a locked account,
+and costs one argon2 verification in each case, so neither the text nor the time tells which user
+names exist. A failed login's audit row holds the typed name only cut and cleaned
+(``truncate_for_log``), and rows that no account's lockout bounds (unknown names, attempts on a locked
+or disabled account) are capped at ``MAX_ANONYMOUS_FAIL_ROWS`` per ``ANONYMOUS_FAIL_WINDOW_SECONDS``,
+so nobody can grow the database without a password.
+"""
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import secrets
 import time
+import unicodedata
+from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from zxcvbn import zxcvbn
 
+from core import sessions
 from core.auth import ROLES, Actor, require
 from core.i18n import UserError
+from core.inputs import MAX_PASSWORD, MAX_USERNAME, clean_text, truncate_for_log
 from core.store import Store, now_iso
+
+log = logging.getLogger("sgcl.users")
 
 MAX_FAILED_LOGINS = 5
 LOCKOUT_SECONDS = 15 * 60
-MIN_PASSWORD_LENGTH = 8
+# OWASP ASVS 4.0 (2.1.1) asks for at least 12 characters; the strength estimate does the rest.
+MIN_PASSWORD_LENGTH = 12
+# zxcvbn's scale: 3 = "safely unguessable: moderate protection from an offline slow-hash scenario".
+MIN_PASSWORD_SCORE = 3
+# zxcvbn's matching grows faster than linearly with length; the first 100 characters decide.
+_ZXCVBN_MAX_CHARS = 100
+ANONYMOUS_FAIL_WINDOW_SECONDS = 10 * 60
+MAX_ANONYMOUS_FAIL_ROWS = 50
+# The system's own words, weak inside any password here.
+_APP_WORDS = ("sgcl", "studio", "sgcl-studio", "sgclstudio")
 
 _hasher = PasswordHasher()
 
-def _valid_username(username: str) -> bool:
-    return bool(username) and len(username) <= 64 and all(c.isalnum() or c in "._-" for c in username)
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def clean_username(username) -> str:
+    """A user name as stored and compared: through core.inputs, NFKC (so full-width ａｄｍｉｎ is admin),
+    then letters, digits and ``. _ -`` only."""
+    name = unicodedata.normalize("NFKC", clean_text(username, field="username", max_len=MAX_USERNAME,
+                                                    required=True))
+    if len(name) > MAX_USERNAME or not all(c.isalnum() or c in "._-" for c in name):
+        raise UserError("auth.bad_username")
+    return name
+
+
+def _weakness(password: str, username: str) -> str | None:
+    """Why zxcvbn finds ``password`` guessable (a key suffix of ``auth.weak.*``), or None when it is not."""
+    result = zxcvbn(password[:_ZXCVBN_MAX_CHARS], user_inputs=[username, *_APP_WORDS])
+    if result["score"] >= MIN_PASSWORD_SCORE:
+        return None
+    patterns = [(m.get("pattern"), m.get("dictionary_name")) for m in result["sequence"]]
+    for wanted, reason in ((("dictionary", "user_inputs"), "user_name"), (("dictionary", "passwords"), "common")):
+        if wanted in patterns:
+            return reason
+    for pattern, reason in (("repeat", "repeat"), ("sequence", "sequence"), ("spatial", "keyboard"),
+                            ("date", "date"), ("regex", "date"), ("dictionary", "words")):
+        if any(p == pattern for p, _ in patterns):
+            return reason
+    return "simple"
+
+
+def check_password(password: str, username: str = "") -> None:
+    """Refuse a password that is too short, too long or too easy to guess, saying why."""
+    password = password or ""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError("auth.short_password", n=MIN_PASSWORD_LENGTH)
+    if len(password) > MAX_PASSWORD:
+        raise UserError("auth.long_password", max=MAX_PASSWORD)
+    reason = _weakness(password, username)
+    if reason is not None:
+        raise UserError(f"auth.weak.{reason}", n=MIN_PASSWORD_LENGTH)
 
 
 def create_user(store: Store, actor: Actor, username: str, password: str, role: str) -> dict:
     require(actor, "user.manage")
-    username = (username or "").strip()
-    if not _valid_username(username):
-        raise UserError("auth.bad_username")
+    username = clean_username(username)
     if role not in ROLES:
         raise UserError("auth.bad_role", role=role)
-    if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise UserError("auth.short_password", n=MIN_PASSWORD_LENGTH)
+    check_password(password, username)
     with store.transaction():
         if store.query_one("SELECT id FROM users WHERE username = ?", (username,)):
             raise UserError("auth.user_exists", username=username)
@@ -84,50 +152,82 @@ def set_active(store: Store, actor: Actor, username: str, active: bool) -> dict:
             _refuse_removing_last_admin(store, user)
         store.execute("UPDATE users SET active = ?, failed_logins = 0, locked_until = NULL WHERE username = ?",
                       (int(active), username))
-        store.audit(actor.username, "user.activate" if active else "user.deactivate", "user", username)
+        ended = 0 if active else sessions.revoke_user(store, username, "deactivated")
+        store.audit(actor.username, "user.activate" if active else "user.deactivate", "user", username,
+                    **({} if active else {"sessions_ended": ended}))
     return get_user(store, username)
 
 
 def reset_password(store: Store, actor: Actor, username: str, password: str) -> None:
+    """Set a new password; every session of the account ends (someone who knew the old password and
+    kept a session open is out too), including the caller's own when they change their own."""
     if actor.username != username:
         require(actor, "user.manage")
-    if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise UserError("auth.short_password", n=MIN_PASSWORD_LENGTH)
+    check_password(password, username)
     with store.transaction():
         get_user(store, username)
         store.execute("UPDATE users SET password_hash = ?, failed_logins = 0, locked_until = NULL "
                       "WHERE username = ?", (_hasher.hash(password), username))
-        store.audit(actor.username, "user.password", "user", username)
+        ended = sessions.revoke_user(store, username, "password")
+        store.audit(actor.username, "user.password", "user", username, sessions_ended=ended)
+
+
+def _anonymous_rows_left(store: Store) -> bool:
+    """Whether the current window still takes audit rows that no account bounds."""
+    since = (datetime.now(timezone.utc) - timedelta(seconds=ANONYMOUS_FAIL_WINDOW_SECONDS)).isoformat(
+        timespec="seconds")
+    n = store.query_one("SELECT COUNT(*) AS n FROM audit WHERE action = 'auth.fail' AND at >= ? "
+                        "AND json_extract(details, '$.reason') IN ('unknown user', 'locked', 'inactive')", (since,))["n"]
+    if n >= MAX_ANONYMOUS_FAIL_ROWS:
+        log.warning("more than %d failed logins for unknown or locked accounts in %d s: not auditing each",
+                    MAX_ANONYMOUS_FAIL_ROWS, ANONYMOUS_FAIL_WINDOW_SECONDS)
+        return False
+    return True
 
 
 def authenticate(store: Store, username: str, password: str, *, now: float | None = None) -> Actor:
     """Check a password. After MAX_FAILED_LOGINS failures the account locks for LOCKOUT_SECONDS,
     and a locked account refuses even the right password (so guessing gains nothing)."""
     now = time.time() if now is None else now
+    password = password or ""
+    bad_login = UserError("auth.bad_login", n=MAX_FAILED_LOGINS, minutes=LOCKOUT_SECONDS // 60)
+    try:   # a name far over the cap is not even cleaned (that would cost time per megabyte sent)
+        name = clean_username(username) if len(username or "") <= 4 * MAX_USERNAME else None
+    except UserError:
+        name = None
     # The failure counter and the audit row must survive the refusal, so the transaction commits
     # first and the refusal is raised after it.
     refusal: UserError | None = None
     with store.transaction():
-        row = store.query_one("SELECT * FROM users WHERE username = ?", ((username or "").strip(),))
+        row = None if name is None else store.query_one("SELECT * FROM users WHERE username = ?", (name,))
         if row is None:
-            _hasher.hash(password or "x")  # same cost either way: don't reveal which names exist
-            store.audit(username or "", "auth.fail", "user", username, reason="unknown user")
-            refusal = UserError("auth.bad_login")
+            _password_matches(_dummy_hash(), password)   # same cost either way: don't reveal which names exist
+            if _anonymous_rows_left(store):
+                typed = truncate_for_log(username)
+                store.audit("anonymous", "auth.fail", "user", typed, reason="unknown user")
+            refusal = bad_login
         elif row["locked_until"] and row["locked_until"] > now:
-            store.audit(row["username"], "auth.fail", "user", row["username"], reason="locked")
-            refusal = UserError("auth.locked", n=MAX_FAILED_LOGINS, minutes=LOCKOUT_SECONDS // 60)
+            _password_matches(_dummy_hash(), password)   # not the real hash: a locked account is no oracle
+            if _anonymous_rows_left(store):
+                store.audit("anonymous", "auth.fail", "user", row["username"], reason="locked")
+            refusal = bad_login
+        elif not _password_matches(row["password_hash"], password):
+            if not row["active"]:    # no counter bounds these either
+                if _anonymous_rows_left(store):
+                    store.audit("anonymous", "auth.fail", "user", row["username"], reason="inactive")
+                refusal = bad_login
+            else:
+                failed = row["failed_logins"] + 1
+                locked_until = now + LOCKOUT_SECONDS if failed >= MAX_FAILED_LOGINS else None
+                store.execute("UPDATE users SET failed_logins = ?, locked_until = ? WHERE id = ?",
+                              (0 if locked_until else failed, locked_until, row["id"]))
+                store.audit("anonymous", "auth.fail", "user", row["username"], failed=failed,
+                            locked=bool(locked_until))
+                refusal = bad_login
         elif not row["active"]:
+            # Only someone who knows the password learns that the account exists and is disabled.
             store.audit(row["username"], "auth.fail", "user", row["username"], reason="inactive")
             refusal = UserError("auth.inactive")
-        elif not _password_matches(row["password_hash"], password):
-            failed = row["failed_logins"] + 1
-            locked_until = now + LOCKOUT_SECONDS if failed >= MAX_FAILED_LOGINS else None
-            store.execute("UPDATE users SET failed_logins = ?, locked_until = ? WHERE id = ?",
-                          (0 if locked_until else failed, locked_until, row["id"]))
-            store.audit(row["username"], "auth.fail", "user", row["username"], failed=failed,
-                        locked=bool(locked_until))
-            refusal = (UserError("auth.locked", n=MAX_FAILED_LOGINS, minutes=LOCKOUT_SECONDS // 60)
-                       if locked_until else UserError("auth.bad_login"))
         else:
             store.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row["id"],))
             if _hasher.check_needs_rehash(row["password_hash"]):
@@ -140,6 +240,8 @@ def authenticate(store: Store, username: str, password: str, *, now: float | Non
 
 
 def _password_matches(password_hash: str, password: str) -> bool:
+    if len(password or "") > MAX_PASSWORD:     # no account has one this long: don't hash megabytes
+        return False
     try:
         return _hasher.verify(password_hash, password or "")
     except (VerificationError, InvalidHashError):
@@ -153,7 +255,9 @@ def ensure_admin(store: Store, echo=print) -> str | None:
         if store.query_one("SELECT id FROM users LIMIT 1"):
             return None
         given = os.environ.get("SGCL_ADMIN_PASSWORD")
-        password = given or secrets.token_urlsafe(12)
+        if given:
+            check_password(given, "admin")      # the operator's choice obeys the same rule
+        password = given or secrets.token_urlsafe(18)
         store.db["users"].insert({"username": "admin", "password_hash": _hasher.hash(password), "role": "admin",
                                   "active": 1, "failed_logins": 0, "created_at": now_iso(), "version": 1})
         store.audit("system", "user.create", "user", "admin", role="admin", bootstrap=True)
