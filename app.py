@@ -1,13 +1,17 @@
-"""sgcl-studio — entry point: `streamlit run app.py` (or `make run`)."""
+"""sgcl-studio — entry point: `streamlit run app.py` (or `make run`).
+
+This file is read twice. ``streamlit run`` imports it as a module, finds ``app = st.App(...)`` and
+serves the app through it, so the server also answers the two HTTP routes that set and clear the
+HttpOnly session cookie (pages/session_cookie.py). Streamlit then runs the same file as each browser
+session's script (``__name__ == "__main__"``, also under AppTest), which draws the UI below.
+"""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import streamlit as st
 
 from core.i18n import LANGS, UserError, t
-from pages.ui import current_lang, page_context
 
 ROOT = Path(__file__).resolve().parent
 
@@ -24,73 +28,131 @@ PAGES = [
     ("pages/admin.py", "nav.admin", ":material/admin_panel_settings:", "user.manage"),
 ]
 
-st.set_page_config(page_title="sgcl-studio", page_icon=":material/category:", layout="wide")
+if __name__ != "__main__":
+    # `streamlit run app.py` (and uvicorn app:app): the ASGI app with the session-cookie routes.
+    from streamlit.runtime.pages_manager import PagesManager
 
-lang = st.sidebar.selectbox(t("app.language", current_lang()), LANGS, index=LANGS.index(current_lang()),
-                            format_func=lambda code: {"ja": "日本語", "en": "English"}[code], key="lang")
-ctx = page_context(require_login=False)
+    from pages.session_cookie import routes
+
+    # A folder named pages/ beside the script makes Streamlit treat the process's first run as a legacy
+    # multipage app until st.navigation is called; when that first run is a bookmark such as /history,
+    # Streamlit runs pages/history.py alone and every later session of the process stays in that mode
+    # (an unstyled menu of every file in pages/). Our pages are st.navigation pages: say so up front.
+    PagesManager.uses_pages_directory = False
+
+    app = st.App(__file__, routes=routes())
 
 
-def _bootstrap() -> None:
-    # Once per server process: first-start admin, starter glossary, and a worker if none is alive.
-    if st.session_state.get("_booted"):
-        return
+def check_page_files(root: Path = ROOT) -> None:
+    """Every page in PAGES exists: a missing file is a broken install, not a page to leave out."""
+    missing = [path for path, *_ in PAGES if not (root / path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"sgcl-studio page files missing under {root}: {', '.join(missing)}")
+
+
+@st.cache_resource(show_spinner=False)
+def _start_once(home: str) -> None:
+    """Once per server process and data home (not per browser session): the first admin, the starter
+    glossary, and a worker if none is alive (the Train page starts another if that one dies)."""
     from core.glossary_store import seed_if_empty
     from core.users import ensure_admin
-
-    ensure_admin(ctx.store)
-    seed_if_empty(ctx.store)
     from core.worker import ensure_worker
+    from pages.ui import open_store
 
-    ensure_worker(ctx.store)
-    st.session_state["_booted"] = True
+    store = open_store()
+    ensure_admin(store)
+    seed_if_empty(store)
+    ensure_worker(store)
 
 
-def _login_page() -> None:
-    from core.users import authenticate
+def _url_path(path: str) -> str:
+    return Path(path).stem
 
+
+def _login_page(ctx, next_path: str) -> None:
+    from pages.ui import log_in
+
+    lang = ctx.lang
     st.title(t("login.title", lang))
+    if ctx.expired:
+        st.warning(t("login.expired", lang))
     with st.form("login"):
-        username = st.text_input(t("login.username", lang))
-        password = st.text_input(t("login.password", lang), type="password")
+        username = st.text_input(t("login.username", lang), key="login_username")
+        password = st.text_input(t("login.password", lang), type="password", key="login_password")
         if st.form_submit_button(t("login.submit", lang), type="primary"):
             try:
-                st.session_state["actor"] = authenticate(ctx.store, username, password)
+                log_in(ctx.store, lang, username, password, next_path)
             except UserError as err:
                 st.error(err.message(lang))
-            else:
-                st.session_state["last_seen"] = time.time()
-                st.rerun()
 
 
-_bootstrap()
+def _logged_out_navigation(ctx):
+    """The login form under every page's address, so a bookmark or a reload of /train shows the login
+    (not Streamlit's English "Page not found") and returns to /train afterwards."""
+    from pages.ui import requested_path
 
-actor = st.session_state.get("actor")
-from core.settings import session_idle_seconds  # noqa: E402
+    chosen: dict = {}
+    login = lambda: _login_page(ctx, requested_path(chosen["page"].url_path))  # noqa: E731
+    pages = [st.Page(login, title=t("nav.login", ctx.lang), icon=":material/login:", url_path="login", default=True)]
+    pages += [st.Page(login, title=t("nav.login", ctx.lang), url_path=_url_path(path), visibility="hidden")
+              for path, *_ in PAGES]
+    chosen["page"] = st.navigation(pages)
+    return chosen["page"]
 
-if actor is not None and time.time() - st.session_state.get("last_seen", time.time()) > session_idle_seconds(ctx.store):
-    st.session_state.pop("actor", None)
-    actor = None
-    st.warning(t("login.expired", lang))
-st.session_state["last_seen"] = time.time()
 
-if actor is None:
-    nav = st.navigation([st.Page(_login_page, title=t("nav.login", lang), icon=":material/login:")])
-else:
-    pages = [st.Page(path, title=t(title, lang), icon=icon, url_path=Path(path).stem)
-             for path, title, icon, permission in PAGES
-             if (ROOT / path).exists() and (permission is None or actor.can(permission))]
-    nav = st.navigation(pages)
+def _forbidden_page(ctx):
+    return lambda: st.warning(t("app.page_forbidden", ctx.lang, role=t(f"role.{ctx.actor.role}", ctx.lang)))
+
+
+def _logged_in_navigation(ctx):
+    lang, actor = ctx.lang, ctx.actor
+    pages = []
+    for i, (path, title, icon, permission) in enumerate(PAGES):
+        stem = _url_path(path)
+        if permission is None or actor.can(permission):
+            # The default page is served at "/" and still answers at its own name (/labels).
+            pages.append(st.Page(path, title=t(title, lang), icon=icon, url_path=stem, default=i == 0))
+        else:             # a bookmark of a page this role may not use: say so, in the user's language
+            pages.append(st.Page(_forbidden_page(ctx), title=t(title, lang), url_path=stem, visibility="hidden"))
+    return st.navigation(pages)
+
+
+def _sidebar(ctx) -> None:
+    from core.encoders import encoder_badge
+    from pages.ui import log_out
+
+    lang, actor = ctx.lang, ctx.actor
     with st.sidebar:
         st.caption(t("app.user", lang, user=actor.username, role=t(f"role.{actor.role}", lang)))
-        from core.encoders import encoder_badge
-
         spec, random_weights = encoder_badge(ctx.store)
         st.caption(t("app.encoder", lang, name=spec))
         if random_weights:
             st.warning(t("app.encoder_random", lang))
         st.caption(t("app.home", lang, home=ctx.store.home))
-        if st.button(t("login.logout", lang)):
-            st.session_state.pop("actor", None)
-            st.rerun()
-nav.run()
+        if st.button(t("login.logout", lang), key="logout"):
+            log_out(ctx.store)
+
+
+def main() -> None:
+    from pages.ui import current_lang, page_context
+
+    st.set_page_config(page_title="sgcl-studio", page_icon=":material/category:", layout="wide")
+    check_page_files()
+    lang = st.sidebar.selectbox(t("app.language", current_lang()), LANGS, index=LANGS.index(current_lang()),
+                                format_func=lambda code: {"ja": "日本語", "en": "English"}[code], key="lang")
+    try:
+        ctx = page_context(require_login=False)
+        _start_once(str(ctx.store.home))
+    except UserError as err:      # e.g. the data home is on a network file system, or the disk is full
+        st.error(t("app.start_failed", lang, reason=err.message(lang)))
+        st.stop()
+    if ctx.actor is None:
+        page = _logged_out_navigation(ctx)
+    else:
+        page = _logged_in_navigation(ctx)
+        _sidebar(ctx)
+    page.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,14 +1,13 @@
 """Admin: user accounts (create, role, activate/deactivate, reset password) and typed settings."""
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import streamlit as st
 
 from core import settings as settings_service
 from core import users as user_service
 from core.auth import ROLES
+from core.encoders import active_encoder_spec
 from core.i18n import UserError
 from pages.ui import page_context, run_action
 
@@ -71,8 +70,9 @@ with users_tab:
 # ---- settings --------------------------------------------------------------------------------------
 with settings_tab:
     st.caption(ctx.t("adm.home", home=store.home))
-    if os.environ.get("SGCL_ENCODER"):
-        st.warning(ctx.t("adm.encoder_env", value=os.environ["SGCL_ENCODER"]))
+    active_spec = active_encoder_spec(store)
+    if active_spec != settings_service.get(store, "encoder"):     # SGCL_ENCODER overrides the setting
+        st.warning(ctx.t("adm.encoder_env", value=active_spec))
     st.caption(ctx.t("adm.encoder_note"))
     current = settings_service.all_settings(store)
     with st.form("settings_form"):

@@ -1,15 +1,24 @@
-"""What every page needs: the data home, who is logged in, the UI language. UI only."""
+"""What every page needs: the data home, who is logged in, the UI language. UI only.
+
+Who is logged in comes from a server-side session (core/sessions.py) only: the token the login form
+keeps in this Streamlit session, else the HttpOnly ``sgcl_session`` cookie the browser sent. Every
+run asks the database again, so a revoked or expired session, a deactivated or locked account, or a
+session whose account row is gone logs out, and a role change applies on the next click.
+"""
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import streamlit as st
 
+from core import sessions
 from core.auth import Actor
 from core.i18n import DEFAULT_LANG, LANGS, UserError, t
-from core.store import Store
+from core.store import Store, default_home
+from pages import session_cookie
+
+SESSION_KEY = "sgcl_session"   # st.session_state key of this Streamlit session's login
 
 
 @st.cache_resource(show_spinner=False)
@@ -18,15 +27,17 @@ def _open_store(home: str) -> Store:
     return Store(home)
 
 
-def data_home() -> str:
-    return st.session_state.get("sgcl_home") or os.environ.get("SGCL_HOME") or "sgcl-data"
+def open_store() -> Store:
+    """The data home's store (core.store.default_home: $SGCL_HOME or ./sgcl-data)."""
+    return _open_store(str(default_home()))
 
 
 @dataclass
 class PageContext:
     store: Store
-    actor: Actor
+    actor: Actor | None
     lang: str
+    expired: bool = False        # a session just ended by its idle timeout or lifetime
 
     def t(self, key: str, **params) -> str:
         return t(key, self.lang, **params)
@@ -40,32 +51,87 @@ def current_lang() -> str:
     return lang if lang in LANGS else DEFAULT_LANG
 
 
-def _current_actor(store: Store) -> Actor | None:
-    """The logged-in user as the database says now: a role change applies on the next click, and a
-    deactivated or locked account is logged out (the session copy is never trusted for rights)."""
-    actor = st.session_state.get("actor")
-    if actor is None:
+def _cookie_token() -> str | None:
+    try:
+        token = st.context.cookies.get(sessions.COOKIE_NAME)
+    except Exception:   # no browser behind this run (e.g. a bare script run)
         return None
-    row = store.query_one("SELECT role, active, locked_until FROM users WHERE username = ?", (actor.username,))
-    if row is None:   # no account row: sessions made by tests/tools, never by the login form
-        return actor
-    if not row["active"] or (row["locked_until"] and row["locked_until"] > time.time()):
-        st.session_state.pop("actor", None)
-        return None
-    if row["role"] != actor.role:
-        actor = Actor(actor.username, row["role"])
-        st.session_state["actor"] = actor
-    return actor
+    return token if isinstance(token, str) else None
+
+
+def _session_tokens() -> list[str]:
+    return [tok for tok in (st.session_state.get(SESSION_KEY), _cookie_token()) if isinstance(tok, str) and tok]
+
+
+def current_session(store: Store) -> tuple[sessions.Session | None, bool]:
+    """``(live session or None, whether a session of this browser has just expired)``."""
+    expired = False
+    for token in _session_tokens():
+        session = sessions.resolve(store, token)
+        if session is not None:
+            return session, False
+        if st.session_state.get(SESSION_KEY) == token:
+            st.session_state.pop(SESSION_KEY, None)
+        expired = expired or sessions.was_expired(store, token)
+    return None, expired
 
 
 def page_context(require_login: bool = True) -> PageContext:
-    store = _open_store(str(os.path.abspath(data_home())))
+    store = open_store()
     lang = current_lang()
-    actor = _current_actor(store)
+    session, expired = current_session(store)
+    actor = session.actor if session else None
     if actor is None and require_login:
         st.info(t("auth.login_required", lang))
         st.stop()
-    return PageContext(store=store, actor=actor, lang=lang)
+    return PageContext(store=store, actor=actor, lang=lang, expired=expired)
+
+
+def requested_path(url_path: str) -> str:
+    """The page (and its query string) the browser asked for, to return to after login."""
+    query = {k: v for k, v in st.query_params.to_dict().items()}
+    return url_path + ("?" + urlencode(query) if query else "")
+
+
+def _browser_redirect(url: str) -> None:
+    """Send the browser to ``url`` (a full page load) with the message Streamlit's ``st.login`` uses."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    msg = ForwardMsg()
+    msg.auth_redirect.url = url
+    ctx.enqueue(msg)
+
+
+def log_in(store: Store, lang: str, username: str, password: str, next_path: str = "") -> None:
+    """Check the password, start a server-side session and have the browser store its cookie.
+    Raises the service's UserError on a refusal."""
+    from core.users import authenticate
+
+    actor = authenticate(store, username, password)
+    login = sessions.start(store, actor.username, next_path)
+    st.session_state[SESSION_KEY] = login.token
+    if session_cookie.mounted():
+        url = session_cookie.session_url(login.ticket)
+        _browser_redirect(url)
+        # Shown only while the browser follows the redirect (or where it cannot, e.g. in an iframe).
+        st.link_button(t("login.continue", lang), url, type="primary")
+        st.stop()
+    st.rerun()
+
+
+def log_out(store: Store) -> None:
+    """End the session in the database (the cookie alone is then worth nothing) and drop the cookie."""
+    for token in _session_tokens():
+        sessions.revoke(store, token)
+    st.session_state.pop(SESSION_KEY, None)
+    if session_cookie.mounted() and _cookie_token():
+        _browser_redirect(session_cookie.logout_url())
+        st.stop()
+    st.rerun()
 
 
 def run_action(ctx: PageContext, fn, *args, success: str | None = None, **kwargs):

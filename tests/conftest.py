@@ -32,6 +32,46 @@ def _isolated_default_home(tmp_path_factory):
         os.environ["SGCL_HOME"] = old
 
 
+@pytest.fixture(autouse=True)
+def _sgcl_home_restored(monkeypatch):
+    """Whatever a test sets SGCL_HOME to (``sgcl_home``, ``log_in_page``) is undone after it."""
+    monkeypatch.setenv("SGCL_HOME", os.environ["SGCL_HOME"])
+
+
+@pytest.fixture
+def sgcl_home(tmp_path, monkeypatch) -> Path:
+    """A data home that app code opens by default ($SGCL_HOME), as under `streamlit run`."""
+    monkeypatch.setenv("SGCL_HOME", str(tmp_path))
+    return tmp_path
+
+
+def log_in_page(at, home, actor: Actor, lang: str | None = None):
+    """Prepare an AppTest ``at`` to run against data home ``home`` with ``actor`` logged in the way the
+    login form does it: a real account row (made with a random password when missing, given
+    ``actor.role``) and a server-side session whose token the Streamlit session holds. SGCL_HOME is
+    set for the app code (restored after the test by ``_sgcl_home_restored``)."""
+    import secrets
+
+    from core import sessions, users
+    from core.auth import SYSTEM
+    from pages.ui import SESSION_KEY
+
+    os.environ["SGCL_HOME"] = str(Path(home).resolve())
+    s = Store(home)
+    try:
+        row = s.query_one("SELECT role FROM users WHERE username = ?", (actor.username,))
+        if row is None:
+            users.create_user(s, SYSTEM, actor.username, secrets.token_urlsafe(16), actor.role)
+        elif row["role"] != actor.role:
+            s.execute("UPDATE users SET role = ? WHERE username = ?", (actor.role, actor.username))
+        at.session_state[SESSION_KEY] = sessions.start(s, actor.username).token
+    finally:
+        s.close()
+    if lang is not None:
+        at.session_state["lang"] = lang
+    return at
+
+
 @pytest.fixture
 def store(tmp_path) -> Store:
     s = Store(tmp_path / "home")

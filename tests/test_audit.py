@@ -11,7 +11,7 @@ from core.audit import AuditFilter
 from core.auth import Actor
 from core.i18n import UserError
 from core.store import Store
-from tests.conftest import REPO
+from tests.conftest import REPO, log_in_page
 
 
 def test_full_label_lifecycle_is_audited_in_order(store, expert, reviewer, supervisor):
@@ -100,9 +100,8 @@ def test_to_csv_neutralises_formula_cells():
 
 def _audit_page(home, actor, lang="en"):
     at = AppTest.from_file(str(REPO / "pages" / "audit.py"), default_timeout=60)
-    at.session_state["sgcl_home"] = str(home)
     at.session_state["lang"] = lang
-    at.session_state["actor"] = actor
+    log_in_page(at, home, actor)
     return at
 
 

@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.auth import Actor
+from core import settings
+from core.auth import SYSTEM, Actor
 from core.store import Store, now_iso
+from tests.conftest import log_in_page
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "neighbours.py")
 
@@ -22,7 +24,7 @@ def _no_env_encoder(monkeypatch):
 
 def _home(tmp_path, labels=()):
     store = Store(tmp_path)
-    store.set_setting("encoder", "tiny-test")
+    settings.update(store, SYSTEM, {"encoder": "tiny-test"})
     for name, status in labels:
         store.db["labels"].insert({"name": name, "name_key": name, "lang": "ja", "status": status,
                                    "created_by": "alice", "created_at": now_iso()})
@@ -32,8 +34,7 @@ def _home(tmp_path, labels=()):
 
 def _app(home: str) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=60)
-    at.session_state["sgcl_home"] = home
-    at.session_state["actor"] = Actor("alice", "reviewer")
+    log_in_page(at, home, Actor("alice", "reviewer"))
     at.session_state["lang"] = "en"
     return at
 

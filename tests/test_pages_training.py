@@ -13,6 +13,7 @@ from core.auth import Actor
 from core.i18n import UserError
 from core.store import Store, now_iso
 from test_worker import REPO, REVIEWER, make_labels
+from tests.conftest import log_in_page
 
 EXPERT = Actor("eri", "expert")
 SUPERVISOR = Actor("sora", "supervisor")
@@ -20,8 +21,7 @@ SUPERVISOR = Actor("sora", "supervisor")
 
 def page(name: str, home, actor: Actor, lang: str = "en") -> AppTest:
     at = AppTest.from_file(str(REPO / "pages" / f"{name}.py"), default_timeout=60)
-    at.session_state["sgcl_home"] = str(home)
-    at.session_state["actor"] = actor
+    log_in_page(at, home, actor)
     at.session_state["lang"] = lang
     return at
 

@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 from core.auth import ROLES, SYSTEM, Actor
 from core.i18n import UserError
 from core.store import Store
-from tests.conftest import REPO
+from tests.conftest import REPO, log_in_page
 
 WRITERS = {"expert", "reviewer", "admin"}          # propose, alias, upload, request training
 REVIEWERS = {"reviewer", "admin"}                  # approve / reject / merge / rename / retire, glossary
@@ -230,9 +230,8 @@ def test_everyone_may_change_their_own_password(seeded_store):
 # ---- the Admin page drives the same services ------------------------------------------------------
 def _admin_page(home, actor, lang="en"):
     at = AppTest.from_file(str(REPO / "pages" / "admin.py"), default_timeout=60)
-    at.session_state["sgcl_home"] = str(home)
     at.session_state["lang"] = lang
-    at.session_state["actor"] = actor
+    log_in_page(at, home, actor)
     return at
 
 
