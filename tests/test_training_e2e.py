@@ -15,6 +15,7 @@ from core.sg.checkpoint import load_checkpoint
 from core.store import Store
 from core.training import checkpoint_path, predict_image
 from test_worker import REPO, REVIEWER, class_image, make_labels, worker_env
+from tests.conftest import log_in_page
 
 
 @pytest.mark.slow
@@ -52,8 +53,7 @@ def test_two_tasks_through_the_queue_then_history_and_predict(tmp_path, monkeypa
 
     # History (AppTest): the 2×2 matrix as the page shows it
     at = AppTest.from_file(str(REPO / "pages" / "history.py"), default_timeout=60)
-    at.session_state["sgcl_home"] = str(home)
-    at.session_state["actor"] = Actor("sora", "supervisor")
+    log_in_page(at, home, Actor("sora", "supervisor"))
     at.session_state["lang"] = "en"
     at.run()
     assert not at.exception
@@ -72,8 +72,7 @@ def test_two_tasks_through_the_queue_then_history_and_predict(tmp_path, monkeypa
     assert all({"canonical", "reading", "en"} <= set(p) for p in predicted)
 
     at = AppTest.from_file(str(REPO / "pages" / "predict.py"), default_timeout=60)
-    at.session_state["sgcl_home"] = str(home)
-    at.session_state["actor"] = Actor("sora", "supervisor")
+    log_in_page(at, home, Actor("sora", "supervisor"))
     at.run()
     at.file_uploader(key="pr_upload").upload("bird.png", class_image("bird", 99), "image/png").run()
     assert not at.exception
