@@ -37,7 +37,9 @@ browser-deps:
 	  else echo "note: $(CHROMIUM) or fonts-ipafont-gothic missing and not root: install them with apt" >&2; fi; \
 	fi
 
+# Static security check first (bandit, configured and justified in pyproject.toml [tool.bandit]).
 test: install browser-deps
+	$(PY) -m bandit -q -c pyproject.toml -r core pages glossary app.py
 	$(PY) -m pytest -q -ra
 
 bench: install
