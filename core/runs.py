@@ -22,59 +22,72 @@ from core import jobs
 from core.auth import Actor, require
 from core.i18n import UserError
 from core.sg.learner import LearnerConfig
+from core.sg.methods import method_names
 from core.sg.metrics import summarize
 from core.store import Store, now_iso
 
 ACTIVE_TASK_STATUSES = ("queued", "running", "done")
-# What a task request may change; the rest (exemplars per class, seed, device...) is fixed by the run.
-TASK_OVERRIDABLE = ("epochs", "lr", "batch_size", "softness", "T", "lambda_sl", "lambda_kd", "momentum",
-                    "weight_decay", "augment")
-RUN_CONFIGURABLE = TASK_OVERRIDABLE + ("exemplars_per_class", "seed", "amp", "trainable_blocks")
-
-def encoder_family(spec: str) -> str:
-    """The LearnerConfig κ family of an encoder spec: ``e5``, ``test`` (tiny-test) or ``clip``."""
-    if spec == "e5" or spec.startswith("e5:"):
-        return "e5"
-    if spec == "tiny-test":
-        return "test"
-    return "clip"
 
 
 def default_config(spec: str, **overrides) -> LearnerConfig:
-    return LearnerConfig.for_encoder(encoder_family(spec), **overrides)
+    """The registry's defaults for the encoder ``spec`` (κ, logit scale, schedule) plus ``overrides``."""
+    from core.encoders import default_config as registry_default
+
+    return registry_default(spec, **overrides)
 
 
-def _check_value(key: str, value):
-    """Coerce and validate one configuration value (raises UserError)."""
-    field_types = {f.name: f.type for f in dataclasses.fields(LearnerConfig)}
-    if key not in field_types:
-        raise UserError("runs.bad_config", setting=key, value=value, reason="unknown setting")
+def _check_value(key: str, value, field: dataclasses.Field):
+    """Coerce and validate one configuration value against its LearnerConfig declaration."""
+    rules = field.metadata
     try:
-        if key in ("epochs", "batch_size", "exemplars_per_class", "seed", "trainable_blocks"):
-            value = int(value)
-            if value < (0 if key in ("seed", "exemplars_per_class") else 1):
-                raise ValueError("must be positive")
-        elif key in ("augment",):
-            value = bool(value)
-        elif key == "amp":
-            if value not in ("auto", "bf16", "fp16", "none"):
-                raise ValueError("auto, bf16, fp16 or none")
+        if "choices" in rules:
+            choices = method_names() if rules["choices"] == "methods" else rules["choices"]
+            if value not in choices:
+                raise ValueError(" | ".join(choices))
+            return value
+        if value is None and field.default is None:
+            return None
+        kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+        if "bool" in kind:
+            if isinstance(value, str):
+                value = value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if "int" in kind:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError("a whole number")
+            value = int(float(value))
         else:
             value = float(value)
-            if not math.isfinite(value) or value < 0 or (key in ("lr", "T") and value == 0):
-                raise ValueError("must be a positive number")
+            if not math.isfinite(value):
+                raise ValueError("a finite number")
+        low, high = rules.get("min"), rules.get("max")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(f"between {low} and {high}")
+        return value
     except (TypeError, ValueError) as exc:
         raise UserError("runs.bad_config", setting=key, value=value, reason=str(exc)) from None
-    return value
 
 
-def _clean_overrides(overrides: dict | None, allowed: Sequence[str]) -> dict:
+def clean_overrides(overrides: dict | None, scope: str = "task") -> dict:
+    """Validated values for the LearnerConfig fields a user may set at ``scope`` ("task" or "run")."""
+    allowed = LearnerConfig.user_fields(scope)
     out = {}
     for key, value in (overrides or {}).items():
         if key not in allowed:
             raise UserError("runs.bad_config", setting=key, value=value, reason="cannot be changed here")
-        out[key] = _check_value(key, value)
+        out[key] = _check_value(key, value, allowed[key])
     return out
+
+
+def effective_config(run: dict, overrides: dict | None = None) -> LearnerConfig:
+    """What a task of ``run`` trains with: the run's config plus that task's overrides (never another
+    task's)."""
+    return dataclasses.replace(run_config(run), **clean_overrides(overrides, "task"))
+
+
+# What a task request may change (the rest is fixed by the run); declared on LearnerConfig's fields.
+TASK_OVERRIDABLE = tuple(LearnerConfig.user_fields("task"))
+RUN_CONFIGURABLE = tuple(LearnerConfig.user_fields("run"))
 
 
 # ---- runs --------------------------------------------------------------------------------------------
@@ -97,7 +110,10 @@ def create_run(store: Store, actor: Actor, name: str, *, encoder: str | None = N
     if not name:
         raise UserError("runs.empty_name")
     spec = encoder or active_encoder_spec(store)
-    cfg = default_config(spec, **_clean_overrides(config, RUN_CONFIGURABLE))
+    from core.encoders import validate_spec
+
+    spec = validate_spec(spec)
+    cfg = default_config(spec, **clean_overrides(config, "run"))
     with store.transaction():
         run_id = store.db["runs"].insert({
             "name": name, "encoder": spec, "config": cfg.to_json(), "status": "active",
@@ -127,7 +143,15 @@ def run_config(run: dict) -> LearnerConfig:
 def _decode_task(row: dict) -> dict:
     row = dict(row)
     row["label_ids"] = [int(i) for i in json.loads(row["label_ids"])]
+    row["config"] = json.loads(row.get("config") or "{}")   # the effective config ({} before migration 3)
     return row
+
+
+def task_config(run: dict, task: dict) -> LearnerConfig:
+    """The configuration a task trains (or trained) with, as stored with the task."""
+    if task.get("config"):
+        return LearnerConfig.from_json(json.dumps(task["config"]))
+    return run_config(run)   # tasks made before configs were stored with them
 
 
 def list_tasks(store: Store, run_id: int, statuses: Iterable[str] | None = None) -> list[dict]:
@@ -182,7 +206,7 @@ def request_task(store: Store, actor: Actor, run_id: int, label_ids: Sequence[in
     label_ids = list(dict.fromkeys(int(i) for i in label_ids))
     if not label_ids:
         raise UserError("runs.no_labels")
-    overrides = _clean_overrides(overrides, TASK_OVERRIDABLE)
+    overrides = clean_overrides(overrides, "task")
     with store.transaction():
         run = get_run(store, run_id)
         if run["status"] != "active":
@@ -198,15 +222,16 @@ def request_task(store: Store, actor: Actor, run_id: int, label_ids: Sequence[in
         require_ready(store, label_ids)
         idx = max((t["idx"] for t in active), default=-1) + 1
         # A failed or cancelled task leaves its row (and index) free for the next request.
+        config = effective_config(run, overrides).to_json()
         existing = store.query_one("SELECT id FROM tasks WHERE run_id = ? AND idx = ?", (run["id"], idx))
         if existing is not None:
             task_id = existing["id"]
-            store.execute("UPDATE tasks SET label_ids = ?, status = 'queued', created_at = ? WHERE id = ?",
-                          (json.dumps(label_ids), now_iso(), task_id))
+            store.execute("UPDATE tasks SET label_ids = ?, status = 'queued', created_at = ?, config = ? WHERE id = ?",
+                          (json.dumps(label_ids), now_iso(), config, task_id))
         else:
-            task_id = store.db["tasks"].insert({
-                "run_id": run["id"], "idx": idx, "label_ids": json.dumps(label_ids), "status": "queued",
-                "created_at": now_iso()}).last_pk
+            task_id = store.execute(
+                "INSERT INTO tasks (run_id, idx, label_ids, status, created_at, config) VALUES (?,?,?,?,?,?)",
+                (run["id"], idx, json.dumps(label_ids), "queued", now_iso(), config)).lastrowid
         job_id = jobs.enqueue(store, actor, "train", {
             "task_id": task_id, "task_idx": idx, "label_ids": label_ids, "overrides": overrides}, run_id=run["id"])
         store.audit(actor.username, "task.request", "task", task_id, run_id=run["id"], idx=idx,
@@ -230,7 +255,7 @@ def active_job(store: Store, run_id: int) -> dict | None:
 def accuracy_matrix(store: Store, run_id: int, task_aware: bool = False) -> list[list[float]]:
     """acc[t][u] (u ≤ t) of the run's completed tasks, from the ``metrics`` table."""
     column = "acc_task_aware" if task_aware else "acc"
-    rows = store.query(f"SELECT trained_task, eval_task, {column} AS v FROM metrics WHERE run_id = ? "
+    rows = store.query(f"SELECT trained_task, eval_task, {column} AS v FROM metrics WHERE run_id = ? "  # nosec B608  # one of two literals
                        "ORDER BY trained_task, eval_task", (int(run_id),))
     n = len(done_tasks(store, run_id))
     matrix = [[math.nan] * (t + 1) for t in range(n)]

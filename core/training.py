@@ -5,19 +5,24 @@ What a train job for task k of run r does:
 1. Class table: the classes of tasks 0..k−1 with their text features **as stored in task k−1's
    checkpoint** (so a later glossary edit never moves an old class in text space), plus task k's new
    labels embedded once now through the encoder + SQLite embedding cache (bare name u, prompt w).
-2. Datasets from the ``images`` table (class index = row of the class table, sample id = image id),
-   decoded once through ``ImageCache`` under ``SGCL_HOME/cache/decoded``.
-3. Learner: the run's image model, restored from ``checkpoints/<run>/task-<k−1>.pt`` (exemplars are
-   image ids, their pixels are re-read from the DB), then ``learn_task`` with progress and cancel
-   callbacks.
-4. Evaluate every seen task on its holdout images; save ``task-<k>.pt`` atomically; then, in one
+2. Datasets from the ``images`` table (class index = row of the class table, sample id = image id):
+   with a pretrained backbone, the frozen prefix's output per image from the feature cache
+   (``SGCL_HOME/cache/features``, core/features.py), so epochs run only the trainable suffix; with
+   the scratch tower, images decoded once through ``ImageCache`` under ``SGCL_HOME/cache/decoded``.
+3. Learner: the run's image model and method, restored from ``checkpoints/<run>/task-<k−1>.pt``
+   (exemplars are image ids, their inputs are re-read through the caches), with the task's *own*
+   configuration (the run's config + this task's overrides, stored with the task), then
+   ``learn_task`` with progress and cancel callbacks.
+4. Evaluate every seen task on its holdout images and calibrate the "not one of the trained classes"
+   threshold on them (core/sg/openset.py); save ``task-<k>.pt`` atomically; then, in one
    transaction, upsert the ``metrics`` rows, mark the labels trained and complete the job. A crash
    anywhere before that commit leaves nothing half-written: the job is re-queued and redone from
-   task k−1's checkpoint (or finalised straight from ``task-<k>.pt`` if it was already saved).
+   task k−1's checkpoint (or finalised straight from ``task-<k>.pt`` if it was already saved; a
+   damaged ``task-<k>.pt`` is moved aside, audited, and the task retrained).
 """
 from __future__ import annotations
 
-import threading
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +32,7 @@ import torch
 
 from core import jobs
 from core.auth import SYSTEM
-
+from core.features import image_items
 from core.jobs import encode_message
 from core.store import Store, now_iso
 
@@ -57,41 +62,61 @@ def _image_rows(store: Store, label_ids: list[int], split: str) -> list[dict]:
     if not label_ids:
         return []
     marks = ",".join("?" * len(label_ids))
-    return store.query(f"SELECT id, path, label_id FROM images WHERE split = ? AND label_id IN ({marks}) "
+    return store.query(f"SELECT id, sha256, path, label_id FROM images WHERE split = ? AND label_id IN ({marks}) "  # nosec B608 - placeholders only
                        "ORDER BY label_id, id", (split, *label_ids))
 
 
-def build_dataset(store: Store, rows: list[dict], class_of_label: dict[int, int], size: int, cache):
-    from core.sg.data import DecodedImageDataset
-
-    return DecodedImageDataset.from_sources(
-        [str(store.home / r["path"]) for r in rows], [class_of_label[r["label_id"]] for r in rows],
-        [r["id"] for r in rows], size, cache=cache)
-
-
-def exemplar_dataset(store: Store, memory_state: dict, size: int, cache):
-    """The exemplar images named in a checkpoint's memory, labelled with the class they were herded
-    for. Ids of images deleted since are dropped from the memory state (returned pruned)."""
-    from core.sg.data import DecodedImageDataset
-
-    wanted = {int(i) for ids in memory_state["exemplars"].values() for i in ids}
-    paths = {}
+def _image_rows_by_id(store: Store, ids) -> dict[int, dict]:
+    out, wanted = {}, sorted({int(i) for i in ids})
     for start in range(0, len(wanted), 500):
-        chunk = sorted(wanted)[start:start + 500]
+        chunk = wanted[start:start + 500]
         marks = ",".join("?" * len(chunk))
-        for r in store.query(f"SELECT id, path FROM images WHERE id IN ({marks})", tuple(chunk)):
-            paths[r["id"]] = str(store.home / r["path"])
-    pruned = {c: [int(i) for i in ids if int(i) in paths] for c, ids in memory_state["exemplars"].items()}
+        for r in store.query(f"SELECT id, sha256, path, label_id FROM images WHERE id IN ({marks})", tuple(chunk)):  # nosec B608
+            out[r["id"]] = r
+    return out
+
+
+class SampleSource:
+    """Turns image rows into learner samples: cached prefix features when the run's backbone has a
+    frozen pretrained prefix, else decoded images."""
+
+    def __init__(self, store: Store, encoder, learner, device: str, progress: Callable[[int, int], None] | None = None):
+        from core.features import cache_for
+        from core.sg.data import ImageCache
+
+        self.store = store
+        self.size = learner.model.input_size
+        self.device = device
+        self.progress = progress
+        self.features = cache_for(store, encoder, learner.model, learner.config.feature_views)
+        self.images = ImageCache(decoded_cache_dir(store), workers=max(1, learner.config.num_workers))
+
+    def build(self, rows: list[dict], labels: list[int]):
+        from core.sg.data import DecodedImageDataset, FeatureDataset
+
+        ids = [r["id"] for r in rows]
+        if self.features is not None:
+            if not rows:
+                return FeatureDataset(torch.zeros(0, 1, 1, 1), [], [])
+            inputs = self.features.load(image_items(self.store, rows), self.device, self.progress)
+            return FeatureDataset(inputs, labels, ids)
+        if not rows:
+            return DecodedImageDataset(torch.zeros(0, 3, self.size, self.size, dtype=torch.uint8), [], [])
+        return DecodedImageDataset.from_sources([str(self.store.home / r["path"]) for r in rows], labels, ids,
+                                                self.size, cache=self.images)
+
+
+def exemplar_samples(store: Store, memory_state: dict, source: SampleSource):
+    """The exemplars named in a checkpoint's memory, labelled with the class they were herded for. Ids of
+    images deleted since are dropped from the memory state (returned pruned)."""
+    wanted = [int(i) for ids in memory_state["exemplars"].values() for i in ids]
+    rows = _image_rows_by_id(store, wanted)
+    pruned = {c: [int(i) for i in ids if int(i) in rows] for c, ids in memory_state["exemplars"].items()}
     memory_state = dict(memory_state, exemplars=pruned)
-    sources, labels, ids = [], [], []
-    for c, members in pruned.items():
-        for i in members:
-            sources.append(paths[i])
-            labels.append(int(c))
-            ids.append(i)
-    if not ids:
+    members = [(int(c), rows[i]) for c, ids in pruned.items() for i in ids]
+    if not members:
         return memory_state, None
-    return memory_state, DecodedImageDataset.from_sources(sources, labels, ids, size, cache=cache)
+    return memory_state, source.build([r for _, r in members], [c for c, _ in members])
 
 
 # ---- progress -------------------------------------------------------------------------------------------
@@ -113,13 +138,18 @@ class _Progress:
         # stored as a message key, so each viewer reads the phase in their own language
         self._write(fraction, encode_message(f"train.phase.{name}"), extra, force=True)
 
+    def features(self, done: int, total: int) -> None:
+        self._write(0.05 + 0.05 * done / max(1, total),
+                    encode_message("train.phase.features", done=done, total=total), {}, force=done >= total)
+
     def batch(self, info: dict) -> None:
         if self.train_started is None:
             self.train_started = time.monotonic()
         self.step += 1
         if self.step % self.stride == 0:
+            # whatever loss terms the method returned: loss, loss_clip, loss_sgrl, …
             self.curve.append({"step": self.step, "epoch": info["epoch"] + 1,
-                               **{k: round(float(info[k]), 5) for k in ("loss", "loss_clip", "loss_sgrl", "loss_sgkd")}})
+                               **{k: round(float(v), 5) for k, v in info.items() if k.startswith("loss")}})
             if len(self.curve) > CURVE_POINTS:  # keep the curve small: halve its resolution
                 self.curve = self.curve[::2]
                 self.stride *= 2
@@ -130,7 +160,7 @@ class _Progress:
                                  batch=info["batch"], batches=info["batches"])
         self._write(0.1 + 0.8 * frac, message, {
             "epoch": info["epoch"] + 1, "epochs": info["epochs"], "batch": info["batch"],
-            "batches": info["batches"], "loss": info["loss"], "images_per_s": info["images_per_s"],
+            "batches": info["batches"], "loss": info.get("loss", 0.0), "images_per_s": info["images_per_s"],
             "eta_s": eta}, force=frac >= 1.0)
 
     def _write(self, fraction: float, message: str, extra: dict, force: bool) -> None:
@@ -167,6 +197,30 @@ def build_learner(encoder, config):
     return ContinualLearner(model, encoder.logit_scale, config)
 
 
+def _usable_saved_checkpoint(store: Store, path: Path, task: dict, job: dict):
+    """The checkpoint an earlier attempt of this task saved, if it is whole and belongs to this attempt.
+    A file that cannot be loaded is moved aside (audited) so the task is simply retrained."""
+    from core.sg.checkpoint import load_checkpoint
+
+    if not path.exists():
+        return None
+    try:
+        saved = load_checkpoint(path)
+    except Exception as exc:  # truncated, garbage, or not ours: never block the task for ever
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        os.replace(path, aside)
+        with store.transaction():
+            store.audit("system", "checkpoint.quarantine", "task", task["id"], path=str(aside),
+                        reason=f"{type(exc).__name__}: {str(exc)[:200]}", job_id=job["id"])
+        return None
+    extra = saved["extra"]
+    if extra.get("task_id") == task["id"] and extra.get("label_ids") == task["label_ids"] \
+            and extra.get("attempt_key") == _attempt_key(task):
+        return saved
+    path.unlink()   # a previous attempt with other labels: not this task's result
+    return None
+
+
 def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "auto",
                   should_stop: Callable[[], bool] | None = None) -> dict:
     """Train task ``job.payload.task_idx`` of ``job.run_id``; raises ``core.sg.Cancelled`` when
@@ -174,10 +228,10 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     from core.embeddings import label_name_embeddings, label_prompt_embeddings
     from core.encoders import load_encoder
     from core.labels import get_label
-    from core.runs import get_run, list_tasks, run_config
-    from core.sg.checkpoint import load_checkpoint, restore_learner, save_checkpoint
-    from core.sg.data import ImageCache
+    from core.runs import get_run, list_tasks, task_config
+    from core.sg.checkpoint import load_checkpoint, save_checkpoint
     from core.sg.learner import resolve_device
+    from core.sg.openset import calibrate_threshold, rejection_rates
 
     payload = job["payload"]
     k = int(payload["task_idx"])
@@ -186,9 +240,10 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     task = tasks[k]
     if [i for i in range(k) if tasks.get(i, {}).get("status") != "done"]:
         raise RuntimeError(f"task {k} of run {run['id']} cannot start: an earlier task is not done")
-    config = run_config(run)
-    for key, value in (payload.get("overrides") or {}).items():
-        setattr(config, key, value)
+    config = task_config(run, task)
+    for key, value in (payload.get("overrides") or {}).items():  # jobs queued before configs were stored
+        if not task.get("config"):
+            setattr(config, key, value)
     config.device = device
     dev = resolve_device(device)
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
@@ -196,19 +251,15 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     stop = _throttled(lambda: (should_stop is not None and should_stop()) or jobs.cancel_requested(store, job["id"]))
 
     out_path = checkpoint_path(store, run["id"], k)
-    if out_path.exists():  # saved by an earlier attempt that died before its commit: just finalise it
-        saved = load_checkpoint(out_path)
-        if saved["extra"].get("task_id") == task["id"] and saved["extra"].get("label_ids") == task["label_ids"] \
-                and saved["extra"].get("attempt_key") == _attempt_key(task):
-            progress.phase(0.95, "finalising")
-            return _finalise(store, job, worker_id, run, task, saved)
-        out_path.unlink()
+    saved = _usable_saved_checkpoint(store, out_path, task, job)
+    if saved is not None:  # saved by an earlier attempt that died before its commit: just finalise it
+        progress.phase(0.95, "finalising")
+        return _finalise(store, job, worker_id, run, task, saved)
 
     progress.phase(0.01, "loading_encoder")
     encoder = load_encoder(run["encoder"], store.home)
     learner = build_learner(encoder, config)
-    size = learner.model.input_size
-    cache = ImageCache(decoded_cache_dir(store), workers=config.num_workers)
+    source = SampleSource(store, encoder, learner, str(dev), progress.features)
 
     previous = load_checkpoint(checkpoint_path(store, run["id"], k - 1)) if k > 0 else None
     new_labels = [get_label(store, i) for i in task["label_ids"]]
@@ -230,28 +281,34 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     classes_per_task = [[class_of_label[l] for l in labels] for labels in per_task_labels]
 
     progress.phase(0.05, "decoding")
-    train = build_dataset(store, _image_rows(store, task["label_ids"], "train"), class_of_label, size, cache)
-    holdouts = [build_dataset(store, _image_rows(store, labels, "holdout"), class_of_label, size, cache)
-                for labels in per_task_labels]
-    if previous is not None:
-        memory_state, exemplars = exemplar_dataset(store, previous["learner"]["memory"], size, cache)
-        state = dict(previous["learner"], memory=memory_state)
-        restore_learner(learner, {"learner": state}, exemplars)
-        for key, value in (payload.get("overrides") or {}).items():  # the checkpoint carries the run config
-            setattr(learner.config, key, value)
-        learner.config.device = device
 
+    def samples(label_ids, split):
+        rows = _image_rows(store, label_ids, split)
+        return source.build(rows, [class_of_label[r["label_id"]] for r in rows])
+
+    train = samples(task["label_ids"], "train")
+    holdouts = [samples(labels, "holdout") for labels in per_task_labels]
+    if previous is not None:
+        memory_state, exemplars = exemplar_samples(store, previous["learner"]["memory"], source)
+        learner.load_state_dict(dict(previous["learner"], memory=memory_state), exemplars)
+        # The checkpoint carries the previous task's config (with *its* overrides): this task trains with
+        # its own, as stored with the task.
+        learner.config = config
     progress.phase(0.1, "training")
     losses = learner.learn_task(k, train, U, W, classes_per_task[-1], progress=progress.batch, should_stop=stop)
 
     progress.phase(0.9, "evaluating")
-    result = learner.evaluate(holdouts, W, classes_per_task)
+    result = learner.evaluate(holdouts, W, classes_per_task, return_scores=True)
+    threshold = calibrate_threshold(result["max_scores"])
+    rejected = rejection_rates(result["max_scores"], threshold)
     acc = (list(previous["acc_matrix"]) if previous is not None else []) + [result["acc"]]
     aware = (list(previous["acc_matrix_task_aware"]) if previous is not None else []) + [result["acc_task_aware"]]
     table = {"class_ids": class_ids, "names": names, "name_feats": U, "prompt_feats": W, "encoder": encoder.version}
     extra = {"run_id": run["id"], "task_id": task["id"], "job_id": job["id"], "label_ids": task["label_ids"],
              "attempt_key": _attempt_key(task), "holdout_sizes": [len(h) for h in holdouts],
-             "losses": losses, "device": device_name, "saved_at": now_iso()}
+             "losses": losses, "device": device_name, "saved_at": now_iso(), "method": config.method,
+             "reject_threshold": threshold, "rejected": rejected,
+             "feature_cache": source.features.slug if source.features is not None else None}
     progress.phase(0.95, "saving")
     save_checkpoint(out_path, learner, table, acc, aware, classes_per_task, extra)
     return _finalise(store, job, worker_id, run, task, load_checkpoint(out_path))
@@ -268,8 +325,10 @@ def _finalise(store: Store, job: dict, worker_id: str, run: dict, task: dict, sa
     k = task["idx"]
     acc_row, aware_row = saved["acc_matrix"][k], saved["acc_matrix_task_aware"][k]
     sizes = saved["extra"].get("holdout_sizes") or [0] * (k + 1)
+    rejected = saved["extra"].get("rejected") or [None] * (k + 1)
     result = {"task": k, "acc": acc_row, "metrics": saved["metrics"], "losses": saved["extra"].get("losses"),
-              "device": saved["extra"].get("device"), "checkpoint": str(checkpoint_path(store, run["id"], k))}
+              "device": saved["extra"].get("device"), "checkpoint": str(checkpoint_path(store, run["id"], k)),
+              "rejected": rejected}
     with store.transaction():
         current = jobs.get_job(store, job["id"])
         if current["status"] != "running" or current["worker"] != worker_id:
@@ -277,88 +336,13 @@ def _finalise(store: Store, job: dict, worker_id: str, run: dict, task: dict, sa
         for u, (a, aware) in enumerate(zip(acc_row, aware_row)):
             store.execute(
                 "INSERT INTO metrics (run_id, trained_task, eval_task, acc, acc_task_aware, n_classes, n_images, "
-                "created_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (run_id, trained_task, eval_task) DO UPDATE SET "
-                "acc = excluded.acc, acc_task_aware = excluded.acc_task_aware, n_classes = excluded.n_classes, "
-                "n_images = excluded.n_images, created_at = excluded.created_at",
-                (run["id"], k, u, float(a), float(aware), len(saved["classes_per_task"][u]), int(sizes[u]), now_iso()))
+                "rejected, created_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id, trained_task, eval_task) DO "
+                "UPDATE SET acc = excluded.acc, acc_task_aware = excluded.acc_task_aware, n_classes = excluded.n_classes, "
+                "n_images = excluded.n_images, rejected = excluded.rejected, created_at = excluded.created_at",
+                (run["id"], k, u, float(a), float(aware), len(saved["classes_per_task"][u]), int(sizes[u]),
+                 None if u >= len(rejected) or rejected[u] is None else float(rejected[u]), now_iso()))
         mark_trained(store, SYSTEM, task["label_ids"])
         jobs.complete(store, job["id"], result, worker_id)
-        store.audit(worker_id, "task.done", "task", task["id"], run_id=run["id"], idx=k, acc=acc_row)
+        store.audit(worker_id, "task.done", "task", task["id"], run_id=run["id"], idx=k,
+                    acc=[round(float(a), 4) for a in acc_row])
     return result
-
-
-# ---- prediction -----------------------------------------------------------------------------------------
-
-_PREDICTORS: dict[tuple, object] = {}
-_PREDICTOR_LOCK = threading.Lock()
-
-
-def latest_checkpoint(store: Store, run_id: int) -> Path | None:
-    from core.runs import done_tasks
-
-    done = done_tasks(store, run_id)
-    if not done:
-        return None
-    path = checkpoint_path(store, run_id, done[-1]["idx"])
-    return path if path.exists() else None
-
-
-def _predictor(store: Store, run: dict, path: Path):
-    from core.encoders import load_encoder
-    from core.runs import run_config
-    from core.sg.checkpoint import load_checkpoint
-
-    key = (str(path), path.stat().st_mtime_ns)
-    with _PREDICTOR_LOCK:
-        hit = _PREDICTORS.get(key)
-    if hit is not None:
-        return hit
-    saved = load_checkpoint(path)  # weights_only=True
-    config = run_config(run)
-    config.device = "cpu"  # the web process predicts one image at a time; keep the GPU for the worker
-    learner = build_learner(load_encoder(run["encoder"], store.home), config)
-    learner.model.load_trainable_state_dict(saved["learner"]["model"])
-    learner.logit_scale = float(saved["learner"]["logit_scale"])
-    learner.model.eval()
-    entry = (learner, saved["class_table"], saved["extra"])
-    with _PREDICTOR_LOCK:
-        _PREDICTORS.clear()  # one model in memory at a time is plenty for a page
-        _PREDICTORS[key] = entry
-    return entry
-
-
-def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> dict:
-    """Top-``k`` classes for one image with the run's latest completed checkpoint.
-
-    Returns ``{"task": idx, "predictions": [{label_id, name, canonical, reading, en, status, score}]}``.
-    """
-    from core.auth import require
-    from core.i18n import UserError
-    from core.labels import get_label
-    from core.runs import get_run
-    from core.sg.data import decode_image
-
-    require(actor, "read")
-    run = get_run(store, run_id)
-    path = latest_checkpoint(store, run["id"])
-    if path is None:
-        raise UserError("runs.no_checkpoint")
-    learner, table, extra = _predictor(store, run, path)
-    try:
-        array = decode_image(data, learner.model.input_size)
-    except Exception:
-        raise UserError("images.not_image") from None
-    probs = learner.predict(torch.from_numpy(array).unsqueeze(0), table["prompt_feats"])[0]
-    top = torch.topk(probs, min(k, len(probs)))
-    predictions = []
-    for score, pos in zip(top.values.tolist(), top.indices.tolist()):
-        label_id = int(table["class_ids"][pos])
-        try:
-            label = get_label(store, label_id)
-        except UserError:
-            label = {"name": table["names"][pos], "canonical": table["names"][pos], "reading": "", "en": "",
-                     "status": "?"}
-        predictions.append({"label_id": label_id, "name": label["name"], "canonical": label["canonical"],
-                            "reading": label.get("reading", ""), "en": label.get("en", ""),
-                            "status": label["status"], "score": float(score)})
-    return {"task": int(Path(path).stem.split("-")[1]), "predictions": predictions}

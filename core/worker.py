@@ -25,7 +25,7 @@ import traceback
 import uuid
 from pathlib import Path
 
-from core import jobs
+from core import jobs, settings
 from core.store import Store, now_iso
 
 log = logging.getLogger("sgcl.worker")
@@ -162,6 +162,12 @@ class Worker:
             log.exception("job %s failed", job["id"])
             jobs.fail(self.store, job["id"], _traceback_summary(exc), self.id)
             state = "failed"
+        except BaseException:  # KeyboardInterrupt / SystemExit mid-job: back to the queue, resumed later
+            try:
+                jobs.release(self.store, job["id"], self.id)
+            except Exception:  # noqa: BLE001
+                log.exception("could not release job %s", job["id"])
+            raise
         finally:
             done.set()
             beat.join()
@@ -180,7 +186,7 @@ class Worker:
             return None
         return self.run_job(job)
 
-    def serve(self, once: bool = False, exit_when_idle: bool = False) -> None:
+    def serve(self, once: bool = False, exit_when_idle: bool = False, precompute: bool = True) -> None:
         self.register()
         try:
             while not self.stopping.is_set():
@@ -190,9 +196,38 @@ class Worker:
                 if state is None:
                     if once or (exit_when_idle and not self._pending()):
                         break
-                    self.stopping.wait(self.poll)
+                    if not (precompute and self.precompute_features()):
+                        self.stopping.wait(self.poll)
+        except BaseException as exc:
+            # Whatever stops the worker (a storage error, a bug), the job it held must not stay
+            # 'running' without a word until someone notices it is stale.
+            if self.current_job is not None and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                self._fail_current(exc)
+            raise
         finally:
-            self.unregister()
+            try:
+                self.unregister()
+            except Exception:  # noqa: BLE001 - the database may be the reason we are stopping
+                log.exception("could not unregister worker %s", self.id)
+
+    def _fail_current(self, exc: BaseException) -> None:
+        try:
+            jobs.fail(self.store, self.current_job, _traceback_summary(exc), self.id)
+        except Exception:  # noqa: BLE001
+            log.exception("could not mark job %s failed", self.current_job)
+
+    def precompute_features(self) -> bool:
+        """While idle: cache the frozen-prefix features of images that lack them (a small batch at a
+        time, so a job queued meanwhile waits at most one batch). True when it did some work."""
+        from core import features
+
+        try:
+            queued = lambda: self.stopping.is_set() or self.store.query_one(  # noqa: E731
+                "SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")["n"] > 0
+            return features.fill_missing(self.store, device=self.device, should_stop=queued) > 0
+        except Exception:  # noqa: BLE001 - precomputing is an optimisation; never let it kill the worker
+            log.exception("feature precompute failed")
+            return False
 
     def _pending(self) -> bool:
         """Anything queued, or running elsewhere (it may go stale and come back to the queue)."""
@@ -216,16 +251,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds without heartbeat before a running job is re-queued "
                              "(default: setting job_stale_seconds or 60)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1…")
+    parser.add_argument("--no-precompute", action="store_true",
+                        help="do not cache image features while idle (they are then computed by each train job)")
     parser.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(args.home)
     stale_after = args.stale_after if args.stale_after is not None else float(
-        store.get_setting("job_stale_seconds", jobs.DEFAULT_STALE_AFTER))
+        settings.get(store, "job_stale_seconds"))
     worker = Worker(store, worker_id=args.worker_id, device=args.device, poll=args.poll, stale_after=stale_after)
     worker.install_signal_handlers()
     log.info("worker %s on %s serving %s", worker.id, device_label(worker.device), store.home)
-    worker.serve(once=args.once, exit_when_idle=args.exit_when_idle)
+    worker.serve(once=args.once, exit_when_idle=args.exit_when_idle, precompute=not args.no_precompute)
     return 0
 
 

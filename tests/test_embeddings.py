@@ -24,7 +24,7 @@ class CountingEncoder:
 
     def __init__(self, inner):
         self.inner, self.encoded = inner, []
-        self.version, self.dim = inner.version, inner.dim
+        self.version, self.text_version, self.dim = inner.version, inner.text_version, inner.dim
 
     def encode_names(self, texts):
         self.encoded += list(texts)

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from core import cli
-from core.experiment import (METHODS, ExperimentSettings, class_order, format_table, run_experiment,
+from core.experiment import (ExperimentSettings, class_order, format_table, paired_differences, run_experiment,
                              scan_folder, split_tasks)
+from core.sg.methods import METHODS
 from core.i18n import UserError
 
 SHAPES = {"red_square": ((220, 30, 30), "square"), "green_circle": ((30, 200, 40), "circle"),
@@ -45,8 +46,8 @@ def make_shapes_folder(root, n_train: int = 6, n_test: int = 3, with_test: bool 
 
 
 def tiny_settings(root, tmp_path, **overrides) -> ExperimentSettings:
-    values = dict(data=root, tasks=2, seeds=[0], encoder="e5", methods=["finetune", "both"],
-                  memory_per_class=2, epochs=1, batch_size=8, lr=0.01, width=4, input_size=16,
+    values = dict(data=root, tasks=2, seeds=[0], encoder="scratch+e5", methods=["finetune", "both"],
+                  memory_per_class=2, overrides={"epochs": 1, "batch_size": 8, "lr": 0.01}, width=4, input_size=16,
                   cache_dir=tmp_path / "cache", decode_workers=0)
     values.update(overrides)
     return ExperimentSettings(**values)
@@ -55,7 +56,7 @@ def tiny_settings(root, tmp_path, **overrides) -> ExperimentSettings:
 def test_cli_experiment_writes_matrices_summaries_and_table(tmp_path, capsys):
     root = make_shapes_folder(tmp_path / "shapes")
     out = tmp_path / "results.json"
-    code = cli.main(["experiment", "--data", str(root), "--tasks", "2", "--seeds", "1",
+    code = cli.main(["experiment", "--data", str(root), "--tasks", "2", "--seeds", "1", "--encoder", "scratch+e5",
                      "--methods", "finetune", "both", "--epochs", "1", "--batch-size", "8",
                      "--width", "4", "--input-size", "16", "--memory-per-class", "2",
                      "--threads", "1", "--cache", str(tmp_path / "cache"), "--out", str(out)])
@@ -77,7 +78,7 @@ def test_cli_experiment_writes_matrices_summaries_and_table(tmp_path, capsys):
     assert memory == {"finetune": 0, "both": 2 * 4}  # no rehearsal for plain fine-tuning
     assert set(results["aggregate"]) == {"finetune", "both"}
     printed = capsys.readouterr().out
-    assert METHODS["finetune"].label in printed and METHODS["both"].label in printed
+    assert METHODS["finetune"].title in printed and METHODS["both"].title in printed
     assert "| method | seeds | AIA | last | forgetting | BWT" in printed
 
 
@@ -102,9 +103,9 @@ def test_class_order_depends_on_seed_and_is_shared_by_the_methods_of_a_seed(tmp_
 def test_images_are_decoded_once_and_reused_from_the_cache(tmp_path):
     root = make_shapes_folder(tmp_path / "shapes")
     first = run_experiment(tiny_settings(root, tmp_path, methods=["finetune"]))
-    assert first["data"]["images_decoded"] == 4 * 6 + 4 * 3
+    assert first["data"]["mode"] == "images" and first["data"]["computed"] == 4 * 6 + 4 * 3
     again = run_experiment(tiny_settings(root, tmp_path, methods=["finetune"]))
-    assert again["data"]["images_decoded"] == 0
+    assert again["data"]["computed"] == 0
     assert again["runs"][0]["acc"] == first["runs"][0]["acc"]  # and the run is reproducible
 
 
@@ -138,3 +139,26 @@ def test_format_table_shows_mean_and_std_in_percent():
                                    "last": {"mean": 0.25, "std": 0.0, "n": 3}}})
     row = table.splitlines()[-1]
     assert row.startswith("| + SG-RL + SG-KD (method) | 3 | 50.0 ± 10.0 | 25.0 ± 0.0 | – |")
+
+
+def test_pretrained_backbone_runs_on_cached_features_with_every_baseline(tmp_path):
+    """The default encoder's path: prefix features cached once (a second experiment computes none),
+    NCM / joint / both side by side, AUROC of trained vs not-yet-trained classes reported."""
+    root = make_shapes_folder(tmp_path / "shapes", n_train=4, n_test=2)
+    settings = tiny_settings(root, tmp_path, encoder="effnet-lite0+e5", methods=["ncm", "joint", "both"],
+                             input_size=32, width=None, overrides={"epochs": 2, "batch_size": 8})
+    first = run_experiment(settings)
+    assert first["data"]["mode"] == "features" and first["data"]["computed"] == 4 * 4 + 4 * 2
+    by = {r["method"]: r for r in first["runs"]}
+    assert by["ncm"]["summary"]["forgetting"] == pytest.approx(0.0)     # class means never move
+    assert by["ncm"]["acc"][1][1] > 0.5                                   # pretrained features separate shapes
+    for run in first["runs"]:
+        assert len(run["auroc_per_task"]) == 1 and 0.0 <= run["summary"]["auroc"] <= 1.0
+    assert run_experiment(settings)["data"]["computed"] == 0
+
+
+def test_paired_differences_pair_runs_by_seed():
+    runs = [{"seed": s, "method": m, "summary": {"last": v}}
+            for s, m, v in [(0, "both", 0.8), (0, "ncm", 0.7), (1, "both", 0.6), (1, "ncm", 0.7)]]
+    diff = paired_differences(runs, "both", "ncm")
+    assert diff["n"] == 2 and diff["wins"] == 1 and diff["mean"] == pytest.approx(0.0)

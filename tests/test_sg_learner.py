@@ -71,7 +71,8 @@ def test_two_tasks_learn_and_report_a_2x2_matrix(data):
         result = learner.evaluate(holdout[: t + 1], w[:n_seen], TASKS[: t + 1])
         acc.append(result["acc"])
         aware.append(result["acc_task_aware"])
-        assert (losses["loss_sgkd"] > 0) == (t > 0)  # distillation only from the second task on
+        assert ("loss_sgkd" in losses) == (t > 0)  # distillation only from the second task on
+        assert t == 0 or losses["loss_sgkd"] > 0
     assert [len(r) for r in acc] == [1, 2]
     assert acc[0][0] > 0.75  # 2 classes, learnable patterns
     assert sum(acc[1]) / 2 > 0.4  # 4-way task-agnostic over a toy run, chance is 0.25
@@ -155,16 +156,6 @@ def test_rejects_out_of_order_tasks_and_bad_labels(data):
     u, w = _text_feats(6)
     with pytest.raises(ValueError):  # labels 0/1 but only one class in the table
         learner.learn_task(0, data[0][0], u[:1], w[:1], [0])
-
-
-def test_encoder_family_defaults_keep_the_reference_schedule_for_clip():
-    from core.sg.learner import LearnerConfig
-
-    clip = LearnerConfig.for_encoder("clip")
-    assert (clip.epochs, clip.batch_size, clip.lr, clip.softness) == (10, 256, 0.01, 13.0)
-    e5 = LearnerConfig.for_encoder("e5")
-    assert (e5.epochs, e5.batch_size, e5.softness) == (16, 64, 22.0)
-    assert LearnerConfig.for_encoder("e5", epochs=3).epochs == 3      # a run's own choice wins
 
 
 def test_no_teacher_is_built_when_distillation_is_off():

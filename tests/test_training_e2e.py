@@ -13,7 +13,8 @@ from core import jobs, labels, runs
 from core.auth import Actor
 from core.sg.checkpoint import load_checkpoint
 from core.store import Store
-from core.training import checkpoint_path, predict_image
+from core.prediction import predict_image
+from core.training import checkpoint_path
 from test_worker import REPO, REVIEWER, class_image, make_labels, worker_env
 from tests.conftest import log_in_page
 

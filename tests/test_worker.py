@@ -161,7 +161,8 @@ def test_sigkill_mid_epoch_resumes_from_last_completed_task(tmp_path, tiny):
     assert jobs.get_job(store, job_id)["status"] == "running"   # nobody knows yet that it died
 
     # Make the rest quick: the resumed attempt trains the remaining task with fewer epochs.
-    store.execute("UPDATE jobs SET payload = json_set(payload, '$.overrides.epochs', 2) WHERE id = ?", (job_id,))
+    # (the effective config is stored with the task: that is what the resumed attempt reads)
+    store.execute("UPDATE tasks SET config = json_set(config, '$.epochs', 2) WHERE id = ?", (second["task"]["id"],))
     proc = start_worker(home, "--stale-after", "3", "--exit-when-idle")
     try:
         out, _ = proc.communicate(timeout=120)

@@ -12,7 +12,6 @@ import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["ImageSource", "decode_image", "ImageCache", "DecodedImageDataset",
+__all__ = ["ImageSource", "decode_image", "ImageCache", "Samples", "DecodedImageDataset", "FeatureDataset",
            "augment_batch", "normalize_batch"]
 
 ImageSource = Union[str, os.PathLike, bytes]
@@ -84,49 +83,61 @@ class ImageCache:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, data)
-            os.replace(tmp, path)
+            try:
+                np.save(tmp, data)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)   # a full disk must not leave half-written files behind
+                raise
         return torch.from_numpy(data)
 
 
-@dataclass
-class DecodedImageDataset(torch.utils.data.Dataset):
-    """Decoded images with their class index (into the run's seen-class table) and sample id.
+class Samples(torch.utils.data.Dataset):
+    """Training/evaluation samples with their class index (into the run's seen-class table) and id.
 
-    ``images`` (N, 3, S, S) uint8, ``labels`` (N,) int64, ``ids`` (N,) int64 (stable ids chosen by
-    the caller, e.g. database image ids; exemplar memory and checkpoints refer to samples by id).
-    Items are ``(image_uint8, class_index, sample_id)``.
+    ``inputs`` is either decoded images — uint8 (N, 3, S, S), the prefix runs on every batch — or
+    cached prefix features — (N, V, ...) with V ≥ 1 views per sample (view 0 is the plain image, the
+    others cached augmentations), so training runs only the suffix.  ``labels`` (N,) int64, ``ids`` (N,)
+    int64: stable ids chosen by the caller (database image ids); exemplar memory and checkpoints refer
+    to samples by id.  Items are ``(input, class_index, sample_id)``.
     """
 
-    images: torch.Tensor
-    labels: torch.Tensor
-    ids: torch.Tensor
+    kind = "images"
 
-    def __post_init__(self):
-        self.labels = torch.as_tensor(self.labels, dtype=torch.long)
-        self.ids = torch.as_tensor(self.ids, dtype=torch.long)
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+    def __init__(self, inputs: torch.Tensor, labels, ids):
+        self.inputs = inputs
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.ids = torch.as_tensor(ids, dtype=torch.long)
+        self._check()
+        if not (len(self.inputs) == len(self.labels) == len(self.ids)):
+            raise ValueError("inputs, labels and ids must have the same length")
+
+    def _check(self) -> None:
+        if self.inputs.dtype != torch.uint8 or self.inputs.dim() != 4:
             raise ValueError("images must be a uint8 tensor (N, 3, S, S)")
-        if not (len(self.images) == len(self.labels) == len(self.ids)):
-            raise ValueError("images, labels and ids must have the same length")
 
-    @classmethod
-    def from_sources(cls, sources: Sequence[ImageSource], labels, ids, size: int,
-                     cache: ImageCache | None = None) -> "DecodedImageDataset":
-        images = (cache or ImageCache()).load(list(sources), size)
-        return cls(images, torch.as_tensor(labels), torch.as_tensor(ids))
+    @property
+    def images(self) -> torch.Tensor:
+        return self.inputs
+
+    @property
+    def views(self) -> int:
+        return 1 if self.kind == "images" else int(self.inputs.shape[1])
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i):
-        return self.images[i], int(self.labels[i]), int(self.ids[i])
+        return self.inputs[i], int(self.labels[i]), int(self.ids[i])
 
-    def subset(self, indices) -> "DecodedImageDataset":
+    def _like(self, inputs, labels, ids) -> "Samples":
+        return type(self)(inputs, labels, ids)
+
+    def subset(self, indices) -> "Samples":
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return DecodedImageDataset(self.images[idx], self.labels[idx], self.ids[idx])
+        return self._like(self.inputs[idx], self.labels[idx], self.ids[idx])
 
-    def select_ids(self, ids) -> "DecodedImageDataset":
+    def select_ids(self, ids) -> "Samples":
         """Rows whose id is in ``ids``, in the order of ``ids``; KeyError if one is missing."""
         position = {int(v): i for i, v in enumerate(self.ids.tolist())}
         try:
@@ -135,14 +146,44 @@ class DecodedImageDataset(torch.utils.data.Dataset):
             raise KeyError(f"sample id {e.args[0]} not in dataset") from None
         return self.subset(rows)
 
+    def first_view(self) -> torch.Tensor:
+        """The inputs without augmentation (what evaluation, herding and prediction use)."""
+        return self.inputs if self.kind == "images" else self.inputs[:, 0]
+
     @staticmethod
-    def concat(parts: Sequence["DecodedImageDataset"]) -> "DecodedImageDataset":
+    def concat(parts: Sequence["Samples"]) -> "Samples":
         parts = [p for p in parts if len(p)]
         if not parts:
             raise ValueError("nothing to concatenate")
-        return DecodedImageDataset(torch.cat([p.images for p in parts]),
-                                   torch.cat([p.labels for p in parts]),
-                                   torch.cat([p.ids for p in parts]))
+        kinds = {type(p) for p in parts}
+        if len(kinds) != 1:
+            raise ValueError("cannot mix images and cached features")
+        views = min(p.views for p in parts)  # exemplars cached with fewer views still concatenate
+        inputs = [p.inputs if p.kind == "images" else p.inputs[:, :views] for p in parts]
+        return parts[0]._like(torch.cat(inputs), torch.cat([p.labels for p in parts]),
+                              torch.cat([p.ids for p in parts]))
+
+
+class DecodedImageDataset(Samples):
+    """Decoded images, uint8 (N, 3, S, S)."""
+
+    kind = "images"
+
+    @classmethod
+    def from_sources(cls, sources: Sequence[ImageSource], labels, ids, size: int,
+                     cache: ImageCache | None = None) -> "DecodedImageDataset":
+        images = (cache or ImageCache()).load(list(sources), size)
+        return cls(images, torch.as_tensor(labels), torch.as_tensor(ids))
+
+
+class FeatureDataset(Samples):
+    """Cached prefix outputs, (N, V, ...) in float16 or float32: V views per sample."""
+
+    kind = "features"
+
+    def _check(self) -> None:
+        if not self.inputs.is_floating_point() or self.inputs.dim() < 3:
+            raise ValueError("features must be a float tensor (N, V, ...)")
 
 
 def normalize_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],

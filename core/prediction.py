@@ -1,0 +1,121 @@
+"""Predict one image with a run's latest checkpoint, and say when it is not one of the trained classes.
+
+The web process predicts on the CPU (the GPU stays the worker's). An image that is already in the data
+home reuses its cached prefix features; another is decoded and run through the frozen prefix once.
+The rejection threshold was calibrated on the trained classes' holdout images when the checkpoint was
+saved (core/sg/openset.py): below it, the answer is "none of the trained classes" instead of a
+confident wrong label.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import torch
+
+from core.auth import require
+from core.i18n import UserError
+from core.store import Store
+
+_PREDICTORS: dict[tuple, tuple] = {}
+_LOCK = threading.Lock()
+
+
+def latest_checkpoint(store: Store, run_id: int) -> Path | None:
+    from core.runs import done_tasks
+    from core.training import checkpoint_path
+
+    done = done_tasks(store, run_id)
+    if not done:
+        return None
+    path = checkpoint_path(store, run_id, done[-1]["idx"])
+    return path if path.exists() else None
+
+
+def _predictor(store: Store, run: dict, path: Path):
+    from core.encoders import load_encoder
+    from core.sg.checkpoint import load_checkpoint
+    from core.sg.learner import LearnerConfig
+    from core.training import build_learner
+
+    key = (str(path), path.stat().st_mtime_ns)
+    with _LOCK:
+        hit = _PREDICTORS.get(key)
+    if hit is not None:
+        return hit
+    try:
+        saved = load_checkpoint(path)  # weights_only=True: a malicious pickle cannot run code
+        config = LearnerConfig.from_json(saved["learner"]["config"])
+        config.device = "cpu"
+        encoder = load_encoder(run["encoder"], store.home)
+        learner = build_learner(encoder, config)
+        learner.model.load_trainable_state_dict(saved["learner"]["model"])
+        learner.method.load_state_dict(saved["learner"].get("method") or {})
+        learner.logit_scale = float(saved["learner"]["logit_scale"])
+        table = saved["class_table"]
+        table["prompt_feats"].shape  # noqa: B018 - a damaged table fails here, not mid-prediction
+    except UserError:
+        raise
+    except Exception as exc:  # truncated, tampered or from another model: a message, not a traceback
+        raise UserError("predict.bad_checkpoint", name=path.name, reason=type(exc).__name__) from exc
+    learner.model.eval()
+    entry = (learner, encoder, table, saved["extra"])
+    with _LOCK:
+        _PREDICTORS.clear()  # one model in memory at a time is plenty for a page
+        _PREDICTORS[key] = entry
+    return entry
+
+
+def _inputs(store: Store, learner, encoder, data: bytes) -> torch.Tensor:
+    """Un-augmented model input for one uploaded image: cached prefix features when this image is
+    already cached for this model, else the decoded image (the learner runs the prefix)."""
+    from core.features import cache_for
+    from core.sg.data import decode_image
+
+    cache = cache_for(store, encoder, learner.model, learner.config.feature_views)
+    if cache is not None:
+        cached = cache.read(hashlib.sha256(data).hexdigest())
+        if cached is not None:
+            return cached[:1].float()
+    try:
+        array = decode_image(data, learner.model.input_size)
+    except Exception:
+        raise UserError("images.not_image") from None
+    return torch.from_numpy(array).unsqueeze(0)
+
+
+def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> dict:
+    """Top-``k`` classes for one image with the run's latest completed checkpoint.
+
+    Returns ``{"task": idx, "predictions": [{label_id, name, canonical, reading, en, status, score,
+    cosine}], "rejected": bool, "best": cosine of the top class, "threshold": float | None}``.
+    """
+    from core.labels import get_label
+    from core.runs import get_run
+
+    require(actor, "read")
+    run = get_run(store, run_id)
+    path = latest_checkpoint(store, run["id"])
+    if path is None:
+        raise UserError("runs.no_checkpoint")
+    learner, encoder, table, extra = _predictor(store, run, path)
+    inputs = _inputs(store, learner, encoder, data)
+    scores = learner.class_scores(inputs, table["prompt_feats"])[0]
+    probs = torch.softmax(learner.logit_scale * scores, dim=0)
+    top = torch.topk(probs, min(k, len(probs)))
+    predictions = []
+    for prob, pos in zip(top.values.tolist(), top.indices.tolist()):
+        label_id = int(table["class_ids"][pos])
+        try:
+            label = get_label(store, label_id)
+        except UserError:
+            label = {"name": table["names"][pos], "canonical": table["names"][pos], "reading": "", "en": "",
+                     "status": "deleted"}
+        predictions.append({"label_id": label_id, "name": label["name"], "canonical": label["canonical"],
+                            "reading": label.get("reading", ""), "en": label.get("en", ""),
+                            "status": label["status"], "score": float(prob), "cosine": float(scores[pos])})
+    threshold = extra.get("reject_threshold")
+    best = float(scores.max())
+    return {"task": int(Path(path).stem.split("-")[1]), "predictions": predictions, "best": best,
+            "threshold": threshold, "rejected": threshold is not None and best < float(threshold)}

@@ -1,0 +1,43 @@
+"""Nearest class mean on the frozen backbone features: no training, no forgetting (the baseline to beat).
+
+After each task the mean of the L2-normalised *pretrained* features (``model.frozen_features``, the
+untouched backbone without the projection) of each new class's training images is stored; a sample
+is scored by its cosine to every mean.  It keeps means, not images, so it needs no exemplar memory.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Method, register
+
+
+@register
+class NCM(Method):
+    name, title = "ncm", "nearest class mean (frozen features)"
+    trains = False
+    uses_memory = False
+    term_names = ()
+
+    def __init__(self):
+        self.means: dict[int, torch.Tensor] = {}
+
+    def after_task(self, learner, step, train) -> None:
+        feats = learner.backbone_features(train.first_view())
+        for c in step.new_class_ids:
+            rows = train.labels == c
+            if rows.any():
+                self.means[int(c)] = F.normalize(feats[rows].mean(0), dim=0)
+
+    def class_scores(self, learner, inputs, prompt_feats) -> torch.Tensor:
+        n = prompt_feats.shape[0]
+        feats = learner.backbone_features(inputs)
+        dim = feats.shape[1]
+        table = torch.stack([self.means.get(c, torch.zeros(dim)) for c in range(n)])
+        return feats @ table.t()
+
+    def state_dict(self) -> dict:
+        return {"means": {str(c): m for c, m in self.means.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.means = {int(c): m.float() for c, m in (state.get("means") or {}).items()}
