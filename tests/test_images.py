@@ -400,3 +400,32 @@ def test_label_counts(store, expert, label):
                                                  ("t.jpg", images_with_split("train", 1)[0])])
     assert images.label_counts(store) == [{"label_id": label, "name": "cat", "status": "approved",
                                            "n_train": 1, "n_holdout": 1}]
+
+
+# ---- the package's shape --------------------------------------------------------------------------
+def test_package_modules_are_small_and_import_at_the_top():
+    """core/images is one module per job; none imports core.* inside a function (the label service
+    used to be imported lazily four times to dodge a cycle that no longer exists)."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(images.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        assert len(source.splitlines()) <= 400, path.name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lazy = [n for n in ast.walk(node) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("core")]
+                assert not lazy, f"{path.name}:{node.name} imports {lazy[0].module} inside a function"
+
+
+@pytest.mark.parametrize("first", ["core.images", "core.images.folder", "core.images.scan", "core.labels",
+                                   "core.settings", "core.cli"])
+def test_no_import_cycle_whichever_module_comes_first(first):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    done = subprocess.run([sys.executable, "-c", f"import {first}; from core import images; images.import_folder"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
