@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -129,7 +130,10 @@ def remove_stale_uploads(store: Store) -> dict[str, int]:
             entry.unlink(missing_ok=True)
             removed["files"] += 1
     if removed["folders"] or removed["files"]:
-        removed["orphans"] = _remove_orphan_images(store)
+        try:
+            removed["orphans"] = _remove_orphan_images(store)
+        except sqlite3.Error:   # the database is busy or read-only: orphans wait for the next start
+            log.exception("could not look for unreferenced images in %s", store.home)
         log.warning("removed leftovers of an interrupted upload in %s: %s", store.home, removed)
     return removed
 
