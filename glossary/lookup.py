@@ -276,6 +276,7 @@ class Glossary:
         # typo candidates: English forms by first letter, kana forms by their typo fold (glossary.typo)
         typo_en: dict[str, list[tuple[str, str, str]]] = {}
         typo_kana: dict[str, list[tuple[str, str, str]]] = {}
+        kanji_index: dict[str, set[str]] = {}   # forms written with kanji (containment in compounds)
         blocked: dict[str, set[str]] = {}
         distinct: set[frozenset[str]] = set()
 
@@ -288,6 +289,8 @@ class Glossary:
                     blocked.setdefault(eid, set()).add(kana_key(d))
             keyed = [(f, _form_keys(f)) for f in e.forms]
             kanji_forms = [k.norm for _, k in keyed if any(_is_kanji(c) for c in k.norm)]
+            for f in kanji_forms:
+                kanji_index.setdefault(f, set()).add(eid)
             for form, k in keyed:
                 if not k.norm:
                     continue
@@ -329,12 +332,7 @@ class Glossary:
         self._en_phrases = en_phrases
         self._typo_en = typo_en
         self._typo_kana = typo_kana
-        kanji_forms: dict[str, set[str]] = {}
-        for form, per_entry in idx["exact"].items():
-            norm_form = normalize_chars(form)
-            if any(_is_kanji(c) for c in norm_form):
-                kanji_forms.setdefault(norm_form, set()).update(per_entry)
-        self._kanji_forms = sorted((f, frozenset(ids)) for f, ids in kanji_forms.items())
+        self._kanji_forms = sorted((f, frozenset(ids)) for f, ids in kanji_index.items())
         self._blocked = blocked
         self._distinct = distinct
 

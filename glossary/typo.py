@@ -18,6 +18,7 @@ A reading that merely *contains* a form (ひこうき ⊃ うき) is never a typ
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 
 __all__ = ["KANA_MIN_LEN", "EN_MIN_LEN", "EN_LONG", "kana_fold", "kana_typo_edits", "english_typo_edits",
            "edit_distance"]
@@ -29,6 +30,7 @@ EN_LONG = 8        # from this length on, two edits are still a typo (misalignmn
 _SMALL = str.maketrans("ァィゥェォッャュョヮヵヶ", "アイウエオツヤユヨワカケ")
 
 
+@lru_cache(maxsize=65536)
 def kana_fold(kana: str) -> str:
     """Katakana with voicing marks removed, small kana made large (ッ→ツ) and ー dropped."""
     decomposed = unicodedata.normalize("NFD", kana)
