@@ -14,14 +14,14 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from core.auth import Actor, require
+from core import settings
+from core.auth import Actor
 from core.encoders import Encoder, normalize_text
-from core.i18n import UserError
 from core.store import Store
 
 KINDS = ("name", "prompt")
 BATCH = 64
-DEFAULT_PROMPT_TEMPLATES = {"ja": "{}の写真", "en": "a photo of a {}."}
+DEFAULT_PROMPT_TEMPLATES = settings.DEFAULT_PROMPT_TEMPLATES   # declared with the setting
 
 @dataclass
 class CacheStats:
@@ -106,28 +106,14 @@ def label_embed_text(label: dict) -> str:
     return label.get("embed_text") or label.get("canonical") or label["name"]
 
 
-def validate_prompt_templates(templates: dict) -> dict[str, str]:
-    if not isinstance(templates, dict) or not {"ja", "en"} <= set(templates):
-        raise UserError("embed.bad_template_lang")
-    for lang, template in templates.items():
-        if not isinstance(template, str) or template.count("{}") != 1:
-            raise UserError("embed.bad_template", language=lang, template=template)
-    return {str(k): v for k, v in templates.items()}
-
-
 def prompt_templates(store: Store) -> dict[str, str]:
-    stored = store.get_setting("prompt_templates", None)
-    if stored is None:
-        return dict(DEFAULT_PROMPT_TEMPLATES)
-    try:
-        return validate_prompt_templates(stored)
-    except UserError:  # a hand-edited bad value must not break training: fall back
-        return dict(DEFAULT_PROMPT_TEMPLATES)
+    """The admin's templates (declared, validated and defaulted in core/settings.py)."""
+    return settings.get(store, "prompt_templates")
 
 
 def set_prompt_templates(store: Store, actor: Actor, templates: dict) -> None:
-    require(actor, "settings.edit")
-    store.set_setting("prompt_templates", validate_prompt_templates(templates), actor=actor.username)
+    """Shorthand for the one audited write path, ``settings.update``."""
+    settings.update(store, actor, {"prompt_templates": templates})
 
 
 def prompt_texts(store: Store, labels: Iterable[dict]) -> list[str]:
