@@ -149,10 +149,10 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- experiment (core/experiment.py; torch is imported only when it runs) -----------------------
+# ---- experiment (core/cli_experiment.py; torch is imported only when it runs) -------------------
 def add_experiment(sub, common) -> None:
-    from core.experiment import add_experiment_parser
-    add_experiment_parser(sub, common)
+    from core.cli_experiment import add_experiment as add
+    add(sub, common)
 
 
 # Register a command with one line here.

@@ -1,6 +1,6 @@
 """Text-embedding cache in SQLite, and what text each label is embedded as.
 
-Rows of ``embeddings(encoder, text, dim, vector)`` are keyed by the encoder's *version* (so changing
+Rows of ``embeddings(encoder, text, dim, vector)`` are keyed by the encoder's *text_version* (so changing
 the encoder never mixes spaces) and by ``"<kind>:<text>"`` (kind ``name`` = bare label name u,
 ``prompt`` = templated prompt w; the same string embeds differently in the two roles for some
 encoders, and a template change must not reuse name vectors).
@@ -49,7 +49,7 @@ def embed_texts(store: Store, encoder: Encoder, texts: Sequence[str], kind: str 
     in one transaction."""
     texts = [normalize_text(t) for t in texts]
     unique = list(dict.fromkeys(texts))
-    found = _read(store, encoder.version, [_key(kind, t) for t in unique])
+    found = _read(store, encoder.text_version, [_key(kind, t) for t in unique])
     missing = [t for t in unique if _key(kind, t) not in found]
     STATS.hits += len(unique) - len(missing)
     STATS.misses += len(missing)
@@ -61,7 +61,7 @@ def embed_texts(store: Store, encoder: Encoder, texts: Sequence[str], kind: str 
             vectors = encode(batch).detach().to(torch.float32).cpu().numpy()
             for text, vec in zip(batch, vectors):
                 found[_key(kind, text)] = vec
-                rows.append((encoder.version, _key(kind, text), int(vec.shape[0]), vec.tobytes()))
+                rows.append((encoder.text_version, _key(kind, text), int(vec.shape[0]), vec.tobytes()))
             if progress is not None:
                 progress(min(1.0, (start + len(batch)) / len(missing)))
         with store.transaction():
@@ -79,7 +79,7 @@ def _read(store: Store, version: str, keys: list[str]) -> dict[str, np.ndarray]:
     for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
         chunk = keys[start:start + 500]
         marks = ",".join("?" * len(chunk))
-        for row in store.query(f"SELECT text, vector FROM embeddings WHERE encoder = ? AND text IN ({marks})",
+        for row in store.query(f"SELECT text, vector FROM embeddings WHERE encoder = ? AND text IN ({marks})",  # nosec B608  # ? placeholders only
                                (version, *chunk)):
             out[row["text"]] = np.frombuffer(row["vector"], dtype=np.float32)
     return out
@@ -88,7 +88,7 @@ def _read(store: Store, version: str, keys: list[str]) -> dict[str, np.ndarray]:
 def cached_count(store: Store, encoder: Encoder | None = None) -> int:
     if encoder is None:
         return store.query_one("SELECT COUNT(*) AS n FROM embeddings")["n"]
-    return store.query_one("SELECT COUNT(*) AS n FROM embeddings WHERE encoder = ?", (encoder.version,))["n"]
+    return store.query_one("SELECT COUNT(*) AS n FROM embeddings WHERE encoder = ?", (encoder.text_version,))["n"]
 
 
 # ---- what gets embedded ----------------------------------------------------------------------------
