@@ -81,9 +81,14 @@ async def set_session_cookie(request):
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import RedirectResponse
 
+    base = base_path()
+    # Our own login page sends the browser here (same-origin). A link from another site carrying a
+    # ticket the attacker got for their own account would log the victim in as the attacker (login
+    # CSRF): browsers say where a navigation came from, so refuse those.
+    if request.headers.get("sec-fetch-site", "same-origin") != "same-origin":
+        return _no_cache(RedirectResponse(base + "/", status_code=303))
     store = _store(str(default_home()))
     redeemed = await run_in_threadpool(sessions.redeem_ticket, store, request.query_params.get("ticket"))
-    base = base_path()
     if redeemed is None:                    # spent, expired or forged: back to the login page
         return _no_cache(RedirectResponse(base + "/", status_code=303))
     token, next_path, max_age = redeemed

@@ -114,10 +114,11 @@ def test_the_return_page_stays_inside_the_app(asked, kept):
 
 
 # ---- the HTTP routes ---------------------------------------------------------------------------------
-def _call(handler, path: str, query: str = "", cookie: str | None = None, scheme: str = "http"):
+def _call(handler, path: str, query: str = "", cookie: str | None = None, scheme: str = "http",
+          fetch_site: str = "same-origin"):
     from starlette.requests import Request
 
-    headers = [(b"host", b"studio.test")]
+    headers = [(b"host", b"studio.test"), (b"sec-fetch-site", fetch_site.encode())]
     if cookie:
         headers.append((b"cookie", f"{sessions.COOKIE_NAME}={cookie}".encode()))
     scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
@@ -143,6 +144,13 @@ def test_the_session_route_sets_an_httponly_strict_cookie_and_returns_to_the_pag
     assert sessions.resolve(home_store, token).actor.username == "eri"
     again = _call(session_cookie.set_session_cookie, session_cookie.SESSION_PATH, f"ticket={login.ticket}")
     assert again.status_code == 303 and again.headers["location"] == "/" and b"set-cookie" not in dict(again.raw_headers)
+
+
+def test_a_ticket_in_a_link_from_another_site_is_refused(home_store):
+    login = _login(home_store)
+    response = _call(session_cookie.set_session_cookie, session_cookie.SESSION_PATH, f"ticket={login.ticket}",
+                     fetch_site="cross-site")
+    assert response.headers["location"] == "/" and b"set-cookie" not in dict(response.raw_headers)
 
 
 def test_over_https_the_cookie_is_secure(home_store):
