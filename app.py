@@ -12,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.i18n import LANGS, UserError, t
+from core.inputs import MAX_PASSWORD, MAX_USERNAME
 
 ROOT = Path(__file__).resolve().parent
 
@@ -77,8 +78,9 @@ def _login_page(ctx, next_path: str) -> None:
     if ctx.expired:
         st.warning(t("login.expired", lang))
     with st.form("login"):
-        username = st.text_input(t("login.username", lang), key="login_username")
-        password = st.text_input(t("login.password", lang), type="password", key="login_password")
+        username = st.text_input(t("login.username", lang), key="login_username", max_chars=MAX_USERNAME)
+        password = st.text_input(t("login.password", lang), type="password", key="login_password",
+                                 max_chars=MAX_PASSWORD)
         if st.form_submit_button(t("login.submit", lang), type="primary"):
             try:
                 log_in(ctx.store, lang, username, password, next_path)

@@ -9,6 +9,7 @@ from core import users as user_service
 from core.auth import ROLES
 from core.encoders import active_encoder_spec
 from core.i18n import UserError
+from core.inputs import MAX_PASSWORD, MAX_USERNAME
 from pages.ui import page_context, run_action
 
 ctx = page_context()
@@ -33,8 +34,9 @@ with users_tab:
     with st.form("create_user", clear_on_submit=True):
         st.subheader(ctx.t("adm.create"))
         c1, c2, c3 = st.columns(3)
-        new_username = c1.text_input(ctx.t("adm.username"), key="new_username")
-        new_password = c2.text_input(ctx.t("adm.password"), type="password", key="new_password")
+        new_username = c1.text_input(ctx.t("adm.username"), key="new_username", max_chars=MAX_USERNAME)
+        new_password = c2.text_input(ctx.t("adm.password"), type="password", key="new_password",
+                                     max_chars=MAX_PASSWORD)
         new_role = c3.selectbox(ctx.t("adm.role"), ROLES, format_func=lambda r: ctx.t(f"role.{r}"), key="new_role")
         if st.form_submit_button(ctx.t("adm.create_submit"), type="primary"):
             created = run_action(ctx, user_service.create_user, store, me, new_username, new_password, new_role)
@@ -62,7 +64,8 @@ with users_tab:
                           success=ctx.t("adm.saved")):
                 st.rerun()
         with st.form("reset_password", clear_on_submit=True):
-            password = st.text_input(ctx.t("adm.new_password"), type="password", key="manage_password")
+            password = st.text_input(ctx.t("adm.new_password"), type="password", key="manage_password",
+                                     max_chars=MAX_PASSWORD)
             if st.form_submit_button(ctx.t("adm.reset_password")):
                 run_action(ctx, user_service.reset_password, store, me, picked, password,
                            success=ctx.t("adm.saved"))
