@@ -40,8 +40,9 @@ LOCKOUT_SECONDS = 15 * 60
 MIN_PASSWORD_LENGTH = 12
 # zxcvbn's scale: 3 = "safely unguessable: moderate protection from an offline slow-hash scenario".
 MIN_PASSWORD_SCORE = 3
-# zxcvbn's matching grows faster than linearly with length; the first 100 characters decide.
-_ZXCVBN_MAX_CHARS = 100
+# zxcvbn refuses longer input (its matching grows faster than linearly with length): the first 72
+# characters decide, which is plenty for a score.
+_ZXCVBN_MAX_CHARS = 72
 ANONYMOUS_FAIL_WINDOW_SECONDS = 10 * 60
 MAX_ANONYMOUS_FAIL_ROWS = 50
 # The system's own words, weak inside any password here.

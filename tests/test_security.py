@@ -100,6 +100,18 @@ def test_a_strong_pass_phrase_is_accepted_and_hashed(store, admin):
     assert users.authenticate(store, "eri", "correct horse battery staple") == Actor("eri", "expert")
 
 
+def test_long_passwords_up_to_the_cap_are_checked_without_error(store, admin):
+    phrase = "the quick brown fox jumps over seven lazy dogs near a quiet river bank " * 3   # 213 characters
+    users.create_user(store, admin, "eri", phrase, "expert")
+    assert users.authenticate(store, "eri", phrase).username == "eri"
+    with pytest.raises(UserError) as err:                        # long, but only a repeat
+        users.create_user(store, admin, "rei", "ab" * 128, "expert")
+    assert err.value.key == "auth.weak.repeat"
+    with pytest.raises(UserError) as err:
+        users.create_user(store, admin, "rei", phrase * 2, "expert")
+    assert err.value.key == "auth.long_password"
+
+
 def test_a_weak_admin_password_from_the_environment_is_refused(store, monkeypatch):
     monkeypatch.setenv("SGCL_ADMIN_PASSWORD", "admin123")
     with pytest.raises(UserError):
