@@ -252,10 +252,14 @@ def active_job(store: Store, run_id: int) -> dict | None:
 
 # ---- metrics -----------------------------------------------------------------------------------------
 
-def accuracy_matrix(store: Store, run_id: int, task_aware: bool = False) -> list[list[float]]:
-    """acc[t][u] (u ≤ t) of the run's completed tasks, from the ``metrics`` table."""
-    column = "acc_task_aware" if task_aware else "acc"
-    rows = store.query(f"SELECT trained_task, eval_task, {column} AS v FROM metrics WHERE run_id = ? "  # nosec B608  # one of two literals
+_MATRIX_COLUMNS = {"acc": "acc", "aware": "acc_task_aware", "rejected": "rejected"}
+
+
+def accuracy_matrix(store: Store, run_id: int, task_aware: bool = False, column: str | None = None) -> list[list[float]]:
+    """acc[t][u] (u ≤ t) of the run's completed tasks, from the ``metrics`` table (``column="rejected"``:
+    the fraction of task u's holdout rejected as "not a trained class" after task t; NaN when unknown)."""
+    column = _MATRIX_COLUMNS[column or ("aware" if task_aware else "acc")]
+    rows = store.query(f"SELECT trained_task, eval_task, {column} AS v FROM metrics WHERE run_id = ? "  # nosec B608  # a fixed whitelist
                        "ORDER BY trained_task, eval_task", (int(run_id),))
     n = len(done_tasks(store, run_id))
     matrix = [[math.nan] * (t + 1) for t in range(n)]
@@ -278,7 +282,9 @@ def run_summary(store: Store, run_id: int) -> dict:
             summary = summarize(acc, counts, aware if all(not math.isnan(v) for r in aware for v in r) else None)
         except ValueError:
             summary = None
-    return {"tasks": tasks, "acc": acc, "acc_task_aware": aware, "counts": counts, "summary": summary}
+    rejected = accuracy_matrix(store, run_id, column="rejected")
+    return {"tasks": tasks, "acc": acc, "acc_task_aware": aware, "counts": counts, "summary": summary,
+            "rejected": rejected}
 
 
 def metrics_csv(store: Store, actor: Actor, run_id: int) -> str:

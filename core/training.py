@@ -62,7 +62,7 @@ def _image_rows(store: Store, label_ids: list[int], split: str) -> list[dict]:
     if not label_ids:
         return []
     marks = ",".join("?" * len(label_ids))
-    return store.query(f"SELECT id, sha256, path, label_id FROM images WHERE split = ? AND label_id IN ({marks}) "  # nosec B608 - placeholders only
+    return store.query(f"SELECT id, sha256, path, label_id FROM images WHERE split = ? AND label_id IN ({marks}) "  # nosec B608  # placeholders only
                        "ORDER BY label_id, id", (split, *label_ids))
 
 
@@ -71,7 +71,7 @@ def _image_rows_by_id(store: Store, ids) -> dict[int, dict]:
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
         marks = ",".join("?" * len(chunk))
-        for r in store.query(f"SELECT id, sha256, path, label_id FROM images WHERE id IN ({marks})", tuple(chunk)):  # nosec B608
+        for r in store.query(f"SELECT id, sha256, path, label_id FROM images WHERE id IN ({marks})", tuple(chunk)):  # nosec B608  # placeholders only
             out[r["id"]] = r
     return out
 

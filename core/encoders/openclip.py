@@ -105,7 +105,7 @@ def _register_local_text_config(open_clip, model_name: str, text_dir: Path, mode
     cfg = copy.deepcopy(open_clip.get_model_config(model_name))
     cfg["text_cfg"]["hf_model_name"] = str(text_dir.resolve())
     cfg["text_cfg"]["hf_tokenizer_name"] = str(text_dir.resolve())
-    digest = hashlib.sha1(str(text_dir.resolve()).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(str(text_dir.resolve()).encode(), usedforsecurity=False).hexdigest()[:8]
     local_name = f"{model_name}-local-{digest}"
     path = models_dir / "open_clip_configs" / f"{local_name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def _file_fingerprint(path: Path) -> str:
     """Size + hash of the first MiB: identifies a checkpoint without reading gigabytes."""
     with path.open("rb") as fh:
         head = fh.read(1 << 20)
-    return f"{path.stat().st_size}-{hashlib.sha1(head).hexdigest()[:12]}"
+    return f"{path.stat().st_size}-{hashlib.sha1(head, usedforsecurity=False).hexdigest()[:12]}"
 
 
 # ---- the tiny offline test model ------------------------------------------------------------------

@@ -75,7 +75,7 @@ class PrefixFeatureCache:
         k = getattr(model, "k", None)
         raw = f"{model_version}|size={model.input_size}|k={k}|views={self.views}"
         readable = re.sub(r"[^A-Za-z0-9._-]+", "_", model_version)[:60]
-        self.slug = f"{readable}-s{model.input_size}-k{k}-v{self.views}-{hashlib.sha1(raw.encode()).hexdigest()[:10]}"
+        self.slug = f"{readable}-s{model.input_size}-k{k}-v{self.views}-{hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()[:10]}"
         self.dir = Path(root) / self.slug
         self.computed = 0   # entries this instance wrote (a warm cache computes none)
 
