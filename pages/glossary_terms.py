@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core import dictionary, glossary_store
-from core.i18n import UserError
+from core.i18n import UserError, has
 from glossary import GlossaryEntry, normalize_chars
 from pages.ui import page_context, run_action
 
@@ -17,7 +17,7 @@ glossary = glossary_store.load_glossary(store)
 query = st.text_input(ctx.t("gp.search"), key="gloss_search")
 if query.strip():
     hit = glossary.lookup(query)
-    found = f"{hit.canonical} ({hit.entry_id}) — {ctx.t('tier.' + hit.tier)}" if hit.auto else ctx.t("gp.no_match")
+    found = f"{hit.canonical} — {ctx.t('tier.' + hit.tier)}" if hit.auto else ctx.t("gp.no_match")
     st.markdown(ctx.t("gp.lookup", query=query, result=found))
     if hit.suggestions:
         st.caption(ctx.t("gp.suggestions", items=", ".join(
@@ -25,14 +25,28 @@ if query.strip():
 
 rows = glossary_store.entry_rows(store)
 st.subheader(ctx.t("gp.entries", n=len(rows)))
-frame = pd.DataFrame(rows)[["id", "canonical", "reading", "en", "aliases", "status", "version"]]
+TABLE_COLUMNS = ("canonical", "reading", "en", "aliases", "status", "version")
+
+
+def entry_status(status: str) -> str:
+    return ctx.t(f"gp.status.{status}")
+
+
+def entry_name(row: dict) -> str:
+    """An entry as people know it (canonical · English); its id is the CSV's business, not the screen's."""
+    return f"{row['canonical']} · {row['en']}" if row.get("en") else row["canonical"]
+
+
+frame = pd.DataFrame(rows)[["id", *TABLE_COLUMNS]]
 if query.strip():
     needle = query.strip().casefold()
     mask = frame.apply(lambda r: any(needle in str(v).casefold() for v in r.values), axis=1)
     if hit.entry_id:
         mask |= frame["id"] == hit.entry_id
     frame = frame[mask]
-st.dataframe(frame, hide_index=True, width="stretch")
+shown = frame[list(TABLE_COLUMNS)].assign(status=frame["status"].map(entry_status))
+st.dataframe(shown.rename(columns={c: ctx.t(f"gp.col.{c}") for c in TABLE_COLUMNS}), hide_index=True,
+             width="stretch")
 st.download_button(ctx.t("gp.export"), glossary_store.export_csv(store), "glossary.csv", "text/csv")
 
 if not actor.can("glossary.edit"):
@@ -54,7 +68,8 @@ def _entry_form(key: str, row: dict, is_new: bool) -> GlossaryEntry | None:
         distinct = st.text_input(ctx.t("gp.distinct"), value=row.get("distinct_from", ""), key=k("distinct"))
         notes = st.text_area(ctx.t("gp.notes"), value=row.get("notes", ""), key=k("notes"))
         statuses = ["draft", "approved", "deprecated"]
-        status = st.selectbox(ctx.t("gp.status"), statuses, index=statuses.index(row.get("status", "approved")), key=k("status"))
+        status = st.selectbox(ctx.t("gp.status"), statuses, index=statuses.index(row.get("status", "approved")),
+                              key=k("status"), format_func=entry_status)
         if not st.form_submit_button(ctx.t("gp.create" if is_new else "gp.save"), type="primary"):
             return None
     split = lambda text: [p.strip() for p in text.split("|") if p.strip()]  # noqa: E731
@@ -65,8 +80,7 @@ def _entry_form(key: str, row: dict, is_new: bool) -> GlossaryEntry | None:
 
 st.subheader(ctx.t("gp.edit"))
 by_id = {r["id"]: r for r in rows}
-picked = st.selectbox(ctx.t("gp.pick"), list(by_id), key="gloss_pick",
-                      format_func=lambda i: f"{by_id[i]['canonical']} ({i})")
+picked = st.selectbox(ctx.t("gp.pick"), list(by_id), key="gloss_pick", format_func=lambda i: entry_name(by_id[i]))
 if picked:
     # The version this reviewer opened is pinned across reruns, so a save over someone else's newer
     # edit is refused (and the typed fields, keyed per entry, are kept) instead of overwriting it.
@@ -120,9 +134,10 @@ if upload is not None:
     else:
         st.info(ctx.t("gp.preview", added=len(preview.added), changed=len(preview.changed),
                       unchanged=preview.unchanged))
-        changes = [{"id": e.id, "canonical": e.canonical, "change": "+"} for e in preview.added]
-        changes += [{"id": e.id, "canonical": f"{row['canonical']} → {e.canonical}", "change": "~"}
-                    for row, e in preview.changed]
+        changes = [{ctx.t("gp.col.canonical"): e.canonical, ctx.t("gp.col.change"): ctx.t("gp.change.added")}
+                   for e in preview.added]
+        changes += [{ctx.t("gp.col.canonical"): f"{row['canonical']} → {e.canonical}",
+                     ctx.t("gp.col.change"): ctx.t("gp.change.changed")} for row, e in preview.changed]
         if changes:
             st.dataframe(pd.DataFrame(changes), hide_index=True)
         if preview.has_changes and st.button(ctx.t("gp.apply"), type="primary"):
@@ -132,7 +147,13 @@ if upload is not None:
 st.subheader(ctx.t("gp.lint"))
 collisions = glossary.lint()
 if collisions:
-    st.dataframe(pd.DataFrame([{"tier": c.tier, "key": c.key, "entries": ", ".join(c.entry_ids),
-                                "forms": ", ".join(map(str, c.forms))} for c in collisions]), hide_index=True)
+    names = {r["id"]: entry_name(r) for r in rows}
+    st.dataframe(pd.DataFrame([{ctx.t("gp.col.tier"): ctx.t(f"tier.{c.tier}") if has(f"tier.{c.tier}") else c.tier,
+                                ctx.t("gp.col.key"): c.key,
+                                ctx.t("gp.col.entries"): ", ".join(names.get(i, i) for i in c.entry_ids),
+                                ctx.t("gp.col.forms"): "; ".join(f"{names.get(i, i)}: {' / '.join(map(str, forms))}"
+                                                                for i, forms in c.forms.items())}
+                               for c in collisions]),
+                 hide_index=True)
 else:
     st.success(ctx.t("gp.lint_clean"))

@@ -1,4 +1,7 @@
-"""History: per run, the accuracy matrix and the continual-learning metrics; compare two runs."""
+"""History: per run, the accuracy matrix, each task's forgetting, the rejection rate of the "not one of
+the trained classes" threshold, the configuration each task trained with; compare two runs.
+
+Tasks are numbered from 1 here, as everywhere people read them (the database counts from 0)."""
 from __future__ import annotations
 
 import math
@@ -8,95 +11,176 @@ import pandas as pd
 import streamlit as st
 
 from core import runs
-
-from core.labels import get_label
+from core.run_report import data_revision, run_report
 from pages.ui import page_context, run_action
+from pages.views import (changes_text, config_rows, encoder_text, join, label_text, local_time, method_title, pct,
+                         task_no)
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
 st.title(ctx.t("hi.title"))
 
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _report(_store, home: str, run_id: int, revision: int) -> dict:
+    """One run's report, recomputed only when the data revision moves (a task finished, a label was
+    renamed, …); ``home`` and ``revision`` key the cache."""
+    return run_report(_store, run_id)
+
+
 all_runs = runs.list_runs(store)
 if not all_runs:
     st.info(ctx.t("hi.no_runs"))
     st.stop()
+revision = data_revision(store)
 
 
-def _pct(v) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+def _finite(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
-def _label_names(ids: list[int]) -> str:
-    names = []
-    for i in ids:
-        try:
-            label = get_label(store, i)
-            names.append(label["canonical"] if label["canonical"] == label["name"] else f"{label['canonical']}（{label['name']}）")
-        except Exception:
-            names.append(f"#{i}")
-    return "、".join(names) if ctx.lang == "ja" else ", ".join(names)
+def _cell(n: int, lo: int, hi: int, room: int = 640) -> int:
+    """Square cells that fit ``room`` pixels for n rows, never smaller than ``lo`` (readable numbers)."""
+    return max(lo, min(hi, room // max(1, n)))
+
+
+def _matrix_chart(matrix: list[list[float]], value_title: str) -> alt.Chart:
+    """A lower-triangular matrix as square, labelled cells with the value (%) written inside, for 1–30 tasks."""
+    n = len(matrix)
+    cell = _cell(n, 20, 56)
+    cells = pd.DataFrame([{"trained": task_no(t), "evaluated": task_no(u), "value": 100 * v}
+                          for t, row in enumerate(matrix) for u, v in enumerate(row) if _finite(v)])
+    numbers = list(range(1, n + 1))
+    base = alt.Chart(cells).encode(
+        x=alt.X("evaluated:O", title=ctx.t("hi.evaluated"), sort=numbers, scale=alt.Scale(domain=numbers),
+                axis=alt.Axis(labelAngle=0, orient="top")),
+        y=alt.Y("trained:O", title=ctx.t("hi.trained"), sort=numbers, scale=alt.Scale(domain=numbers)))
+    heat = base.mark_rect(stroke="white", strokeWidth=1).encode(
+        color=alt.Color("value:Q", title=value_title,
+                        scale=alt.Scale(domain=[0, 100], scheme="viridis")),
+        tooltip=[alt.Tooltip("trained:O", title=ctx.t("hi.trained")),
+                 alt.Tooltip("evaluated:O", title=ctx.t("hi.evaluated")),
+                 alt.Tooltip("value:Q", title=value_title, format=".1f")])
+    text = base.mark_text(baseline="middle", fontSize=max(8, min(13, cell // 3))).encode(
+        text=alt.Text("value:Q", format=".0f" if cell < 34 else ".1f"),
+        color=alt.condition(alt.datum.value > 55, alt.value("black"), alt.value("white")))  # readable on viridis
+    return (heat + text).properties(width=cell * n, height=cell * n)
+
+
+def _matrix_table(matrix: list[list[float]]) -> pd.DataFrame:
+    n = len(matrix)
+    return pd.DataFrame([[pct(v) for v in row] + [""] * (n - len(row)) for row in matrix],
+                        index=[ctx.t("hi.after_task", n=task_no(t)) for t in range(n)],
+                        columns=[ctx.t("hi.task_n", n=task_no(u)) for u in range(n)])
+
+
+def _forgetting(report: dict, key: str) -> None:
+    """A bar per earlier task: how far it fell from its best, so one large drop cannot hide in the mean."""
+    rows = report["forgetting"]
+    if not rows:
+        return
+    st.markdown(f"**{ctx.t('hi.forgetting_per_task')}**")
+    frame = pd.DataFrame([{
+        "task": ctx.t("hi.task_n", n=task_no(r["task"])), "drop": 100 * r["drop"], "best": 100 * r["best"],
+        "now": 100 * r["now"], "best_after": ctx.t("hi.after_task", n=task_no(r["best_after"])),
+        "text": f"{100 * r['best']:.1f} → {100 * r['now']:.1f}"} for r in rows])
+    order = list(frame["task"])
+    base = alt.Chart(frame).encode(x=alt.X("task:N", title=ctx.t("hi.task"), sort=order, axis=alt.Axis(labelAngle=0)))
+    tooltip = [alt.Tooltip("task:N", title=ctx.t("hi.task")),
+               alt.Tooltip("best:Q", title=ctx.t("hi.best"), format=".1f"),
+               alt.Tooltip("best_after:N", title=ctx.t("hi.best_when")),
+               alt.Tooltip("now:Q", title=ctx.t("hi.now"), format=".1f"),
+               alt.Tooltip("drop:Q", title=ctx.t("hi.drop"), format=".1f")]
+    bars = base.mark_bar().encode(
+        y=alt.Y("drop:Q", title=ctx.t("hi.drop")),
+        color=alt.condition(alt.datum.drop > 0, alt.value("#d62728"), alt.value("#2ca02c")), tooltip=tooltip)
+    labels = base.mark_text(dy=-8).encode(y="drop:Q", text="text:N")
+    mean = alt.Chart(pd.DataFrame({"mean": [100 * report["summary"]["forgetting"]]})).mark_rule(
+        strokeDash=[4, 4]).encode(y="mean:Q")
+    st.altair_chart((bars + labels + mean).properties(height=240), width="stretch")
+    worst = max(rows, key=lambda r: r["drop"])
+    if worst["drop"] > 0:
+        st.caption(ctx.t("hi.worst", task=task_no(worst["task"]), best=f"{100 * worst['best']:.1f}",
+                         after=task_no(worst["best_after"]), now=f"{100 * worst['now']:.1f}",
+                         drop=f"{100 * worst['drop']:.1f}",
+                         mean=f"{100 * report['summary']['forgetting']:.1f}"))
 
 
 def show_run(run: dict, key: str) -> None:
-    data = runs.run_summary(store, run["id"])
-    st.caption(ctx.t("hi.encoder", spec=run["encoder"], by=run["created_by"], at=run["created_at"]))
+    report = _report(store, str(store.home), run["id"], revision)
+    run = report["run"]
+    st.caption(ctx.t("hi.run_line", method=method_title(run["config"].get("method", "both"), ctx.lang),
+                     encoder=encoder_text(run["encoder"], ctx.lang), by=run["created_by"],
+                     at=local_time(store, run["created_at"], ctx.lang)))
     with st.expander(ctx.t("hi.config")):
-        st.json(run["config"])
-    if not data["acc"]:
+        st.dataframe(pd.DataFrame(config_rows(run["config"], ctx.lang)).rename(
+            columns={"setting": ctx.t("col.setting"), "value": ctx.t("col.value")}),
+            hide_index=True, key=f"hi_config_{key}")
+    acc = report["acc"]
+    if not acc:
         st.info(ctx.t("hi.no_tasks"))
         return
-    summary = data["summary"] or {}
+    summary = report["summary"] or {}
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric(ctx.t("hi.aia"), _pct(summary.get("aia")))
-    c2.metric(ctx.t("hi.last"), _pct(summary.get("last")))
-    c3.metric(ctx.t("hi.forgetting"), _pct(summary.get("forgetting")))
-    c4.metric(ctx.t("hi.bwt"), _pct(summary.get("bwt")))
+    c1.metric(ctx.t("hi.aia"), pct(summary.get("aia")))
+    c2.metric(ctx.t("hi.last"), pct(summary.get("last")))
+    worst = max((r["drop"] for r in report["forgetting"]), default=None)
+    c3.metric(ctx.t("hi.forgetting"), pct(summary.get("forgetting")),
+              delta=ctx.t("hi.forgetting_max", value=pct(worst)) if worst is not None and worst > 0 else None,
+              delta_color="inverse" if worst is not None and worst > 0 else "off", help=ctx.t("hi.forgetting_help"))
+    c4.metric(ctx.t("hi.bwt"), pct(summary.get("bwt")))
+    if summary:
+        _forgetting(report, key)
 
-    cells = [{"trained": t, "evaluated": u, "acc": 100 * v}
-             for t, row in enumerate(data["acc"]) for u, v in enumerate(row) if not math.isnan(v)]
-    frame = pd.DataFrame(cells)
     st.markdown(f"**{ctx.t('hi.matrix')}**")
-    base = alt.Chart(frame).encode(
-        x=alt.X("evaluated:O", title=ctx.t("hi.evaluated")),
-        y=alt.Y("trained:O", title=ctx.t("hi.trained")))
-    heat = base.mark_rect().encode(
-        color=alt.Color("acc:Q", title=ctx.t("hi.accuracy"), scale=alt.Scale(domain=[0, 100], scheme="viridis")),
-        tooltip=["trained", "evaluated", alt.Tooltip("acc:Q", format=".1f")])
-    text = base.mark_text(baseline="middle").encode(
-        text=alt.Text("acc:Q", format=".1f"),
-        color=alt.condition(alt.datum.acc > 60, alt.value("black"), alt.value("white")))
-    st.altair_chart(heat + text, width="stretch")
+    st.altair_chart(_matrix_chart(acc, ctx.t("hi.accuracy")), width="content")
     # The same numbers as a table: readable without the chart and checked by the tests.
-    st.dataframe(pd.DataFrame([[_pct(v) for v in row] + [""] * (len(data["acc"]) - len(row)) for row in data["acc"]],
-                              index=[f"{ctx.t('hi.trained')} {t}" for t in range(len(data["acc"]))],
-                              columns=[f"{ctx.t('hi.task')} {u}" for u in range(len(data["acc"]))]),
-                 key=f"hi_matrix_{key}")
+    st.dataframe(_matrix_table(acc), key=f"hi_matrix_{key}")
 
-    steps = pd.DataFrame({"task": range(len(data["acc"])), "acc": [100 * v for v in summary.get("per_step", [])]
-                          or [math.nan] * len(data["acc"]), "series": ctx.t("hi.task_agnostic")})
+    rejected = report["rejected"]
+    st.markdown(f"**{ctx.t('hi.rejected')}**")
+    if any(_finite(v) for row in rejected for v in row):
+        st.caption(ctx.t("hi.rejected_help"))
+        st.dataframe(_matrix_table(rejected), key=f"hi_rejected_{key}")
+    else:
+        st.caption(ctx.t("hi.rejected_unknown"))
+
+    n = len(acc)
+    per_step = [100 * v for v in summary.get("per_step", [])] or [math.nan] * n
+    steps = pd.DataFrame({"task": [task_no(t) for t in range(n)], "acc": per_step,
+                          "series": ctx.t("hi.task_agnostic")})
     if summary.get("per_step_task_aware"):
-        steps = pd.concat([steps, pd.DataFrame({"task": range(len(data["acc"])),
+        steps = pd.concat([steps, pd.DataFrame({"task": [task_no(t) for t in range(n)],
                                                 "acc": [100 * v for v in summary["per_step_task_aware"]],
                                                 "series": ctx.t("hi.task_aware_short")})])
     st.markdown(f"**{ctx.t('hi.per_step')}**")
     st.altair_chart(alt.Chart(steps).mark_line(point=True).encode(
-        x=alt.X("task:O", title=ctx.t("hi.trained")), y=alt.Y("acc:Q", title=ctx.t("hi.accuracy"),
-                                                               scale=alt.Scale(domain=[0, 100])),
-        color=alt.Color("series:N", title=ctx.t("hi.series"))), width="stretch")
+        x=alt.X("task:O", title=ctx.t("hi.trained"), axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("acc:Q", title=ctx.t("hi.accuracy"), scale=alt.Scale(domain=[0, 100])),
+        color=alt.Color("series:N", title=ctx.t("hi.series")),
+        tooltip=[alt.Tooltip("task:O", title=ctx.t("hi.trained")), alt.Tooltip("series:N", title=ctx.t("hi.series")),
+                 alt.Tooltip("acc:Q", title=ctx.t("hi.accuracy"), format=".1f")]), width="stretch")
 
     st.markdown(f"**{ctx.t('hi.per_task')}**")
-    curves = frame.assign(task=frame["evaluated"].map(lambda u: f"{ctx.t('hi.task')} {u}"))
+    curves = pd.DataFrame([{"trained": task_no(t), "task": ctx.t("hi.task_n", n=task_no(u)), "acc": 100 * v}
+                           for t, row in enumerate(acc) for u, v in enumerate(row) if _finite(v)])
     st.altair_chart(alt.Chart(curves).mark_line(point=True).encode(
-        x=alt.X("trained:O", title=ctx.t("hi.trained")),
+        x=alt.X("trained:O", title=ctx.t("hi.trained"), axis=alt.Axis(labelAngle=0)),
         y=alt.Y("acc:Q", title=ctx.t("hi.accuracy"), scale=alt.Scale(domain=[0, 100])),
-        color=alt.Color("task:N", title=ctx.t("hi.evaluated"))), width="stretch")
+        color=alt.Color("task:N", title=ctx.t("hi.evaluated"),
+                        sort=[ctx.t("hi.task_n", n=task_no(u)) for u in range(n)]),
+        tooltip=[alt.Tooltip("task:N", title=ctx.t("hi.evaluated")), alt.Tooltip("trained:O", title=ctx.t("hi.trained")),
+                 alt.Tooltip("acc:Q", title=ctx.t("hi.accuracy"), format=".1f")]), width="stretch")
 
     st.markdown(f"**{ctx.t('hi.tasks')}**")
-    st.dataframe(pd.DataFrame([{ctx.t("hi.task"): t["idx"], ctx.t("hi.col.classes"): len(t["label_ids"]),
-                                ctx.t("hi.col.labels"): _label_names(t["label_ids"]),
-                                ctx.t("hi.task_aware"):
-                                    _pct(data["acc_task_aware"][t["idx"]][t["idx"]])}
-                               for t in data["tasks"]]), hide_index=True, key=f"hi_tasks_{key}")
+    last_rejected = rejected[-1] if rejected else []
+    st.dataframe(pd.DataFrame([{
+        ctx.t("hi.task"): task_no(t["idx"]), ctx.t("hi.col.classes"): len(t["label_ids"]),
+        ctx.t("hi.col.labels"): join([label_text(l, ctx.lang) for l in t["labels"]], ctx.lang),
+        ctx.t("hi.task_aware"): pct(report["acc_task_aware"][t["idx"]][t["idx"]]),
+        ctx.t("hi.col.rejected"): pct(last_rejected[t["idx"]] if t["idx"] < len(last_rejected) else None),
+        ctx.t("hi.col.config"): changes_text(t["changes"], ctx.lang)}
+        for t in report["tasks"]]), hide_index=True, key=f"hi_tasks_{key}")
     if actor.can("report.export"):
         csv_text = run_action(ctx, runs.metrics_csv, store, actor, run["id"])
         if csv_text:
@@ -105,7 +189,8 @@ def show_run(run: dict, key: str) -> None:
 
 
 def _run_label(r: dict) -> str:
-    return f"#{r['id']} {r['name']} ({r['encoder']})"
+    return ctx.t("hi.run_option", id=r["id"], name=r["name"],
+                 method=method_title(r["config"].get("method", "both"), ctx.lang))
 
 
 run = st.selectbox(ctx.t("hi.run"), all_runs, format_func=_run_label, key="hi_run")

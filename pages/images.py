@@ -7,11 +7,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import images, timefmt
+from core import features, images, timefmt
 from core import labels as label_service
 
 from pages.ui import page_context, run_action
 from pages.uploads import upload_caps
+from pages.views import human_bytes
 
 PAGE_SIZE = 24
 GRID_COLUMNS = 6
@@ -21,6 +22,12 @@ def thumbnail_bytes(_store, home: str, sha256: str, path: str) -> bytes:
     """Thumbnails are cached on disk (cache/thumbs/) and in memory; ``home`` keys the memory cache."""
     row = {"sha256": sha256, "path": path}
     return images.thumbnail_path(_store, row).read_bytes()
+
+
+@st.cache_data(show_spinner=False, ttl=60, max_entries=8)
+def feature_cache_usage(_store, home: str) -> dict:
+    """The frozen-feature cache's disk use (a walk over its files, so at most once a minute)."""
+    return features.disk_usage(_store)
 
 
 ctx = page_context()
@@ -51,11 +58,27 @@ chart = alt.Chart(long).mark_bar().encode(
     x=alt.X("n:Q", title=ctx.t("ip.count"), axis=alt.Axis(tickMinStep=1, format="d")),  # whole images
     y=alt.Y("label:N", title=ctx.t("ip.label"), sort=None),
     color=alt.Color("split:N", title=ctx.t("ip.split")),
-    tooltip=["label", "split", "n"],
+    tooltip=[alt.Tooltip("label:N", title=ctx.t("ip.label")), alt.Tooltip("split:N", title=ctx.t("ip.split")),
+             alt.Tooltip("n:Q", title=ctx.t("ip.count"))],
 )
 chart_col, table_col = st.columns([3, 2])
 chart_col.altair_chart(chart, width="stretch")
 table_col.dataframe(table, hide_index=True, width="stretch")
+
+# ---- the frozen-feature cache on disk ----------------------------------------------------------
+usage = feature_cache_usage(store, str(store.home))
+if usage["entries"]:
+    st.caption(ctx.t("ip.cache_usage", entries=f"{usage['entries']:,}", total=human_bytes(usage["bytes"]),
+                     per_image=human_bytes(usage["per_image"])))
+    if len(usage["versions"]) > 1:
+        with st.expander(ctx.t("ip.cache_versions", n=len(usage["versions"]))):
+            st.dataframe(pd.DataFrame([{ctx.t("ip.col.cache_version"): v["slug"], ctx.t("ip.col.entries"): v["entries"],
+                                        ctx.t("ip.col.size"): human_bytes(v["bytes"]),
+                                        ctx.t("ip.col.per_image"): human_bytes(v["bytes"] / v["entries"]
+                                                                               if v["entries"] else 0)}
+                                       for v in usage["versions"]]), hide_index=True, width="stretch")
+else:
+    st.caption(ctx.t("ip.cache_empty"))
 
 # ---- one label: readiness and upload -----------------------------------------------------------
 label = st.selectbox(ctx.t("ip.pick"), open_labels, key="img_label",

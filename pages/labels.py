@@ -37,8 +37,7 @@ if actor.can("label.propose"):
             st.caption(ctx.t("lp.normalized", text=result.normalized))
             chosen_entry, create_entry, reading, gloss = None, False, "", ""
             if result.auto:
-                st.success(ctx.t("lp.auto", canonical=result.canonical, entry=result.entry_id,
-                                 tier=ctx.t(f"tier.{result.tier}")))
+                st.success(ctx.t("lp.auto", canonical=result.canonical, tier=ctx.t(f"tier.{result.tier}")))
             else:
                 # Nothing is pre-selected: "new term" is the default until the proposer picks a suggestion.
                 by_id = {s.entry_id: s for s in result.suggestions}
@@ -154,7 +153,7 @@ if actor.can("label.review") and active:
                                 success=ctx.t("lp.done"))):
                 st.rerun()
 
-    st.caption(ctx.t("lp.current_entry", canonical=label["canonical"], entry=label["entry_id"] or "—"))
+    st.caption(ctx.t("lp.current_entry", canonical=label["canonical"]))
     with st.form("rename_form"):
         # keyed per label: what the reviewer typed survives a refused save
         new_name = st.text_input(ctx.t("lp.new_name"), value=label["name"], key=f"rename_{label['id']}")
@@ -170,12 +169,19 @@ if actor.can("label.review") and active:
     first = [s.entry_id for s in hit.suggestions] + ([hit.entry_id] if hit.auto else [])
     entries = [e.id for e in glossary.entries if e.status != "deprecated" and e.id != label["entry_id"]]
     choices = [NEW_TERM, *dict.fromkeys(i for i in first + entries if i in entries)]
+
+    def entry_text(entry_id: str) -> str:
+        """An entry as people know it: canonical, reading and English (never its internal id)."""
+        entry = glossary.get(entry_id)
+        extra = " · ".join(x for x in (entry.reading, entry.en) if x)
+        return f"{entry.canonical} · {extra}" if extra else entry.canonical
+
     with st.form(f"relink_form_{label['id']}"):
         st.markdown(f"**{ctx.t('lp.relink_title')}**")
         target_entry = st.selectbox(
             ctx.t("lp.relink_target"), choices, key=f"relink_target_{label['id']}",
             format_func=lambda i: ctx.t("lp.relink_new", name=label["name"]) if i == NEW_TERM
-            else f"{glossary.get(i).canonical} ({i})")
+            else entry_text(i))
         hint = dictionary.term_hint(label["name"])
         relink_reading = st.text_input(ctx.t("lp.reading"), value=hint.reading if hint else "",
                                        key=f"relink_reading_{label['id']}")

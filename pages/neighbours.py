@@ -11,13 +11,14 @@ from core.encoders import active_encoder_spec, load_encoder, spec_has_random_wei
 from core.i18n import UserError
 from core.neighbours import DEFAULT_STATUSES, label_index, near_duplicates, neighbours, similarity_matrix
 from pages.ui import page_context
+from pages.views import encoder_text, status_title
 
 ctx = page_context()
 st.title(ctx.t("nbr.title"))
 st.caption(ctx.t("nbrpage.intro"))
 
 spec = active_encoder_spec(ctx.store)
-st.caption(ctx.t("app.encoder", name=spec))
+st.caption(ctx.t("app.encoder", name=encoder_text(spec, ctx.lang)))
 if spec_has_random_weights(spec):
     st.warning(ctx.t("app.encoder_random"))
 
@@ -40,8 +41,7 @@ if not labels:
 
 
 def status_text(status: str) -> str:
-    text = ctx.t(f"status.{status}")  # registered by core.labels; fall back to the raw status
-    return status if text == f"status.{status}" else text
+    return status_title(status, ctx.lang)
 
 
 def label_caption(label: dict) -> str:
@@ -83,6 +83,7 @@ if query not in (None, ""):
         st.info(ctx.t("nbrpage.none_found"))
     else:
         cols = {c: ctx.t(f"nbrpage.col.{c}") for c in ("rank", "label", "canonical", "status", "similarity")}
+        cols["id"] = ctx.t("col.id")
         table = pd.DataFrame([{"rank": n.rank, "label": n.name, "canonical": n.canonical,
                                "status": status_text(n.status), "similarity": round(n.score, 4),
                                "id": n.label_id} for n in found])
@@ -95,7 +96,8 @@ if query not in (None, ""):
             x=alt.X("floor:Q", title=cols["similarity"], scale=alt.Scale(domain=[low, high], zero=False, nice=False)),
             x2="similarity:Q",
             y=alt.Y("label:N", title=cols["label"], sort=alt.EncodingSortField("rank", order="ascending")),
-            tooltip=["rank", "label", "canonical", "status", "similarity"])
+            tooltip=[alt.Tooltip(f"{c}:{'Q' if c in ('rank', 'similarity') else 'N'}", title=cols[c])
+                     for c in ("rank", "label", "canonical", "status", "similarity")])
         st.altair_chart(chart, width="stretch")
         st.download_button(ctx.t("nbrpage.download_table"), table.to_csv(index=False).encode("utf-8-sig"),
                            file_name="neighbours.csv", mime="text/csv")
@@ -112,15 +114,22 @@ if len(subset) < 2:
     st.info(ctx.t("nbrpage.too_few"))
 else:
     matrix, order = similarity_matrix(ctx.store, encoder, [int(l["id"]) for l in subset])
-    names = [f"{by_id[i]['name']} #{i}" for i in order]
+    # Every row and column labelled with the whole name (no "#id" unless two labels share a name): cells
+    # stay square and big enough for a readable name per row up to 60 labels; the chart scrolls beyond.
+    counts = pd.Series([by_id[i]["name"] for i in order]).value_counts()
+    names = [by_id[i]["name"] if counts[by_id[i]["name"]] == 1 else f"{by_id[i]['name']} #{i}" for i in order]
     frame = pd.DataFrame(matrix, index=names, columns=names)
     long = frame.reset_index(names="a").melt(id_vars="a", var_name="b", value_name="similarity")
+    cell = max(14, min(28, 900 // len(names)))
+    axis = dict(labelOverlap=False, labelLimit=600, labelFontSize=12 if cell >= 16 else 11, labelPadding=4)
+    similarity = ctx.t("nbrpage.col.similarity")
     heat = alt.Chart(long).mark_rect().encode(
-        x=alt.X("b:N", sort=names, title=None),
-        y=alt.Y("a:N", sort=names, title=None),
-        color=alt.Color("similarity:Q", scale=alt.Scale(scheme="viridis", zero=False)),
-        tooltip=["a", "b", alt.Tooltip("similarity:Q", format=".3f")],
-    ).properties(height=max(240, 14 * len(names)))
-    st.altair_chart(heat, width="stretch")
+        x=alt.X("b:N", sort=names, title=None, axis=alt.Axis(labelAngle=-60, **axis)),
+        y=alt.Y("a:N", sort=names, title=None, axis=alt.Axis(**axis)),
+        color=alt.Color("similarity:Q", title=similarity, scale=alt.Scale(scheme="viridis", zero=False)),
+        tooltip=[alt.Tooltip("a:N", title=ctx.t("nbrpage.col.label")), alt.Tooltip("b:N", title=ctx.t("nbrpage.col.label")),
+                 alt.Tooltip("similarity:Q", title=similarity, format=".3f")],
+    ).properties(width=cell * len(names), height=cell * len(names))
+    st.altair_chart(heat, width="content")
     st.download_button(ctx.t("nbrpage.download_matrix"), frame.to_csv().encode("utf-8-sig"),
                        file_name="similarity_matrix.csv", mime="text/csv")

@@ -1,4 +1,6 @@
-"""Predict: classify one image with a run's latest completed task."""
+"""Predict: classify one image with a run's latest completed task, and say so plainly when the image is
+not one of the classes the model was trained on (its best cosine is below the threshold calibrated on
+the trained classes' holdout images)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -8,6 +10,7 @@ from core import images, runs
 from core.prediction import predict_image
 from pages.ui import page_context, run_action
 from pages.uploads import upload_caps
+from pages.views import encoder_text, method_title, task_no
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
@@ -18,9 +21,13 @@ if not ready:
     st.info(ctx.t("pr.no_runs"))
     st.stop()
 
-run = st.selectbox(ctx.t("pr.run"), ready, key="pr_run", format_func=lambda r: f"#{r['id']} {r['name']} ({r['encoder']})")
+run = st.selectbox(ctx.t("pr.run"), ready, key="pr_run",
+                   format_func=lambda r: ctx.t("hi.run_option", id=r["id"], name=r["name"],
+                                               method=method_title(r["config"].get("method", "both"), ctx.lang)))
 done = runs.done_tasks(store, run["id"])
-st.caption(ctx.t("pr.model", idx=done[-1]["idx"], classes=sum(len(t["label_ids"]) for t in done), encoder=run["encoder"]))
+st.caption(ctx.t("pr.model_line", idx=task_no(done[-1]["idx"]), classes=sum(len(t["label_ids"]) for t in done),
+                 method=method_title(run["config"].get("method", "both"), ctx.lang),
+                 encoder=encoder_text(run["encoder"], ctx.lang)))
 k = st.slider(ctx.t("pr.top_k"), 1, 10, 5, key="pr_k")
 
 image_cap = upload_caps(store)["image"]
@@ -48,10 +55,26 @@ if data is not None:
         left.image(data, width=160)
         if truth:
             left.caption(ctx.t("pr.truth", name=truth))
-        right.markdown(f"**{ctx.t('pr.results', idx=result['task'])}**")
-        right.dataframe(pd.DataFrame([{
+        threshold = result.get("threshold")
+        if result.get("rejected"):
+            right.error(ctx.t("pr.rejected", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))
+            right.markdown(f"**{ctx.t('pr.guesses', idx=task_no(result['task']))}**")
+        else:
+            if threshold is None:
+                right.caption(ctx.t("pr.no_threshold"))
+            right.markdown(f"**{ctx.t('pr.results', idx=task_no(result['task']))}**")
+        score_col, cosine_col = ctx.t("pr.col.score"), ctx.t("pr.col.cosine")
+        table = pd.DataFrame([{
             ctx.t("pr.col.rank"): rank, ctx.t("pr.col.canonical"): p["canonical"],
-            ctx.t("pr.col.reading"): p["reading"], ctx.t("pr.col.en"): p["en"], ctx.t("pr.col.score"): p["score"]}
-            for rank, p in enumerate(result["predictions"], start=1)]), hide_index=True,
-            column_config={ctx.t("pr.col.score"): st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
-                                                                                    format="%.3f")})
+            ctx.t("pr.col.reading"): p["reading"], ctx.t("pr.col.en"): p["en"], score_col: p["score"],
+            cosine_col: round(p["cosine"], 3)}
+            for rank, p in enumerate(result["predictions"], start=1)])
+        if result.get("rejected"):
+            # Still shown (the closest classes help an expert decide what the image is), but greyed out.
+            table = table.style.set_properties(**{"color": "#888888"})
+        right.dataframe(table, hide_index=True, column_config={
+            score_col: st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f",
+                                                       help=ctx.t("pr.col.score_help")),
+            cosine_col: st.column_config.NumberColumn(help=ctx.t("pr.col.cosine_help"))})
+        if threshold is not None and not result.get("rejected"):
+            right.caption(ctx.t("pr.accepted", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))

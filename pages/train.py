@@ -1,6 +1,13 @@
-"""Train: compose the next task of a run, start it, and watch it learn (all state lives in the DB, so
-a reload or another browser sees the same job)."""
+"""Train: create a run (its method and configuration), compose the next task, start it, and watch it
+learn. All state lives in the database, so a reload or another browser sees the same job; the live
+part redraws the whole page as soon as anything it depends on changed (a task finished or was
+cancelled, a label was approved), so "next task" and the choosable labels are never stale.
+
+Tasks are numbered from 1 here (the database counts from 0)."""
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import altair as alt
 import pandas as pd
@@ -8,11 +15,21 @@ import streamlit as st
 
 from core import jobs, runs
 from core.i18n import UserError
+from core.run_report import data_revision
+from core.sg.learner import LearnerConfig
 from pages.ui import page_context, run_action
+from pages.views import (config_rows, config_value, encoder_text, field_title, label_text, local_time, loss_title,
+                         method_help, method_title, product_methods, reason_text, status_title, task_no)
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
 st.title(ctx.t("tr.title"))
+# What this full run of the page was computed from; the live fragment reruns the page when it moves.
+REVISION_KEY = "tr_revision"
+st.session_state[REVISION_KEY] = data_revision(store)
+
+# Shown first; the rest of a configuration sits in "Advanced".
+MAIN_FIELDS = ("method", "epochs", "lr", "batch_size")
 
 
 def _fmt_seconds(seconds) -> str:
@@ -35,34 +52,66 @@ else:
         st.toast(ctx.t("tr.worker_started"))
 
 
-# ---- run selection / creation ------------------------------------------------------------------------
-def _config_inputs(defaults: dict, prefix: str, with_exemplars: bool) -> dict:
-    c1, c2, c3 = st.columns(3)
-    values = {
-        "epochs": c1.number_input(ctx.t("tr.epochs"), 1, 1000, int(defaults["epochs"]), key=f"{prefix}_epochs"),
-        "lr": c2.number_input(ctx.t("tr.lr"), 1e-6, 10.0, float(defaults["lr"]), format="%.4f", key=f"{prefix}_lr"),
-        "batch_size": c3.number_input(ctx.t("tr.batch"), 1, 4096, int(defaults["batch_size"]), key=f"{prefix}_batch"),
-    }
+# ---- configuration inputs, from LearnerConfig's own declaration -----------------------------------------
+def _step(value) -> float:
+    """A step one decimal below the value's magnitude (lr 0.01 → 0.001, κ 22 → 1)."""
+    if not value:
+        return 0.01
+    return 10.0 ** (math.floor(math.log10(abs(float(value)))) - 1) if abs(float(value)) < 10 else 1.0
+
+
+def _field_input(name: str, field: dataclasses.Field, default, key: str, box):
+    """One LearnerConfig field as a widget with the bounds or choices its metadata declares."""
+    meta, label = field.metadata, field_title(name, ctx.lang)
+    help_text = ctx.t(f"cfg.{name}.help") if name in HELPED else None
+    if "choices" in meta:
+        choices = product_methods() if meta["choices"] == "methods" else list(meta["choices"])
+        if default not in choices:      # e.g. a run made with a method the Train page no longer offers
+            choices = [default, *choices]
+        return box.selectbox(label, choices, index=choices.index(default), key=key, help=help_text,
+                             format_func=lambda v: config_value(name, v, ctx.lang))
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    if "bool" in kind:
+        return box.checkbox(label, value=bool(default), key=key, help=help_text)
+    low, high = meta.get("min"), meta.get("max")
+    if "int" in kind:
+        return box.number_input(label, min_value=int(low), max_value=int(high), step=1, key=key, help=help_text,
+                                 value=None if default is None else int(default))
+    return box.number_input(label, min_value=float(low), max_value=float(high), format="%g", key=key,
+                            step=_step(default), help=help_text, value=None if default is None else float(default))
+
+
+HELPED = ("softness", "T", "lambda_sl", "lambda_kd", "logit_scale", "trainable_blocks", "memory_total",
+          "feature_views", "exemplars_per_class")
+
+
+def _config_inputs(defaults: dict, prefix: str, scope: str) -> dict:
+    """Inputs for the fields a user may set at ``scope`` ("run": creating a run; "task": one task)."""
+    fields = LearnerConfig.user_fields(scope)
+    values = {}
+    main = [n for n in MAIN_FIELDS if n in fields]
+    for name, col in zip(main, st.columns(len(main))):
+        values[name] = _field_input(name, fields[name], defaults.get(name), f"{prefix}_{name}", col)
+        if name == "method":
+            col.caption(method_help(values[name], ctx.lang))
     with st.expander(ctx.t("tr.advanced")):
-        a1, a2, a3, a4 = st.columns(4)
-        values["softness"] = a1.number_input(ctx.t("tr.softness"), 0.0, 500.0, float(defaults["softness"]),
-                                             key=f"{prefix}_softness")
-        values["T"] = a2.number_input(ctx.t("tr.T"), 0.1, 100.0, float(defaults["T"]), key=f"{prefix}_T")
-        values["lambda_sl"] = a3.number_input(ctx.t("tr.lambda_sl"), 0.0, 100.0, float(defaults["lambda_sl"]),
-                                              key=f"{prefix}_lsl")
-        values["lambda_kd"] = a4.number_input(ctx.t("tr.lambda_kd"), 0.0, 100.0, float(defaults["lambda_kd"]),
-                                              key=f"{prefix}_lkd")
-        if with_exemplars:
-            values["exemplars_per_class"] = st.number_input(
-                ctx.t("tr.exemplars"), 0, 10000, int(defaults["exemplars_per_class"]), key=f"{prefix}_exemplars")
+        rest = [n for n in fields if n not in MAIN_FIELDS]
+        for start in range(0, len(rest), 4):
+            for name, col in zip(rest[start:start + 4], st.columns(4)):
+                values[name] = _field_input(name, fields[name], defaults.get(name), f"{prefix}_{name}", col)
     return values
+
+
+# ---- run selection / creation ------------------------------------------------------------------------
+def _run_label(r: dict) -> str:
+    return ctx.t("hi.run_option", id=r["id"], name=r["name"],
+                 method=method_title(r["config"].get("method", "both"), ctx.lang))
 
 
 all_runs = [r for r in runs.list_runs(store) if r["status"] == "active"]
 run = None
 if all_runs:
-    run = st.selectbox(ctx.t("tr.run"), all_runs, key="tr_run",
-                       format_func=lambda r: f"#{r['id']} {r['name']} ({r['encoder']})")
+    run = st.selectbox(ctx.t("tr.run"), all_runs, key="tr_run", format_func=_run_label)
 else:
     st.info(ctx.t("tr.no_runs"))
 
@@ -71,9 +120,9 @@ if actor.can("train.request"):
         from core.encoders import active_encoder_spec
 
         spec = active_encoder_spec(store)
-        st.caption(ctx.t("tr.encoder", spec=spec))
+        st.caption(ctx.t("tr.encoder_active", encoder=encoder_text(spec, ctx.lang)))
         run_name = st.text_input(ctx.t("tr.run_name"), key="tr_new_name")
-        new_config = _config_inputs(vars(runs.default_config(spec)), "tr_new", with_exemplars=True)
+        new_config = _config_inputs(vars(runs.default_config(spec)), "tr_new", "run")
         if st.button(ctx.t("tr.create"), key="tr_create"):
             created = run_action(ctx, runs.create_run, store, actor, run_name, config=new_config)
             if created:
@@ -85,30 +134,33 @@ else:
 if run is None:
     st.stop()
 
-st.caption(ctx.t("tr.encoder", spec=run["encoder"]))
+st.caption(ctx.t("tr.run_line", method=method_title(run["config"].get("method", "both"), ctx.lang),
+                 encoder=encoder_text(run["encoder"], ctx.lang)))
 with st.expander(ctx.t("tr.config")):
-    st.json(run["config"])
+    st.dataframe(pd.DataFrame(config_rows(run["config"], ctx.lang)).rename(
+        columns={"setting": ctx.t("col.setting"), "value": ctx.t("col.value")}), hide_index=True)
 
 
 # ---- next task ---------------------------------------------------------------------------------------
 if actor.can("train.request"):
     tasks = runs.list_tasks(store, run["id"], runs.ACTIVE_TASK_STATUSES)
     next_idx = max((t["idx"] for t in tasks), default=-1) + 1
-    st.subheader(ctx.t("tr.next_task", idx=next_idx))
+    st.subheader(ctx.t("tr.next_task", idx=task_no(next_idx)))
     labels = runs.label_eligibility(store, run["id"])
     eligible = [l for l in labels if l["eligible"]]
     blocked = [l for l in labels if not l["eligible"]]
     if eligible:
         chosen = st.multiselect(ctx.t("tr.labels"), eligible, key=f"tr_labels_{run['id']}", placeholder=ctx.t("ui.choose"),
-                                format_func=lambda l: f"{l['canonical']}（{l['name']}）· {l['n_train']}+{l['n_holdout']}")
+                                format_func=lambda l: ctx.t("tr.label_option", label=label_text(l, ctx.lang),
+                                                            n_train=l["n_train"], n_holdout=l["n_holdout"]))
     else:
         chosen = []
         st.info(ctx.t("tr.none_eligible"))
     if blocked:
         with st.expander(ctx.t("tr.ineligible", n=len(blocked))):
             st.dataframe(pd.DataFrame([{ctx.t("col.name"): l["name"], ctx.t("col.canonical"): l["canonical"],
-                                        ctx.t("col.status"): ctx.t(f"status.{l['status']}"),
-                                        ctx.t("tr.col.reason"): ctx.t(l["reason"][0], **l["reason"][1])}
+                                        ctx.t("col.status"): status_title(l["status"], ctx.lang),
+                                        ctx.t("tr.col.reason"): reason_text(l["reason"], ctx.lang)}
                                        for l in blocked]), hide_index=True)
     if chosen:
         st.markdown(f"**{ctx.t('tr.preview')}**")
@@ -127,26 +179,42 @@ if actor.can("train.request"):
                      ctx.t("tr.col.neighbour"): n["name"], ctx.t("tr.col.cosine"): round(n["cosine"], 3),
                      ctx.t("tr.col.weight"): round(n["soft_weight"], 3)}
                     for p in preview for n in p["neighbours"]]), hide_index=True)
-    overrides = _config_inputs(run["config"], f"tr_task_{run['id']}", with_exemplars=False)
+    st.caption(ctx.t("tr.task_config_help"))
+    overrides = _config_inputs(run["config"], f"tr_task_{run['id']}", "task")
     changed = {k: v for k, v in overrides.items() if run["config"].get(k) != v}
     if st.button(ctx.t("tr.start"), type="primary", disabled=not chosen, key="tr_start"):
         queued = run_action(ctx, runs.request_task, store, actor, run["id"], [l["id"] for l in chosen], changed)
         if queued:
             ensure_worker(store)
-            st.toast(ctx.t("tr.started", idx=queued["task"]["idx"], job=queued["job_id"]))
+            st.toast(ctx.t("tr.started", idx=task_no(queued["task"]["idx"]), job=queued["job_id"]))
             st.rerun()
 
 
 # ---- live progress -----------------------------------------------------------------------------------
+def _loss_chart(curve: list[dict]) -> alt.Chart:
+    frame = pd.DataFrame(curve).melt(id_vars=["step", "epoch"], var_name="term", value_name="value").dropna()
+    frame["term"] = frame["term"].map(lambda term: loss_title(term, ctx.lang))
+    return alt.Chart(frame).mark_line().encode(
+        x=alt.X("step:Q", title=ctx.t("tr.step")), y=alt.Y("value:Q", title=ctx.t("tr.loss")),
+        color=alt.Color("term:N", title=ctx.t("tr.loss_term")),
+        tooltip=[alt.Tooltip("step:Q", title=ctx.t("tr.step")), alt.Tooltip("epoch:Q", title=ctx.t("tr.epoch")),
+                 alt.Tooltip("term:N", title=ctx.t("tr.loss_term")),
+                 alt.Tooltip("value:Q", title=ctx.t("tr.loss"), format=".4f")])
+
+
 @st.fragment(run_every=2)
 def live_progress(run_id: int) -> None:
+    if data_revision(store) != st.session_state.get(REVISION_KEY):
+        # A job was claimed, finished or cancelled, or a label changed: the "next task" header and the
+        # choosable labels above this fragment were computed from older data. Redraw the whole page.
+        st.rerun()
     st.subheader(ctx.t("tr.progress"))
     job = runs.active_job(store, run_id)
     if job is None:
         st.caption(ctx.t("tr.idle"))
     else:
         detail = job["detail"]
-        st.markdown(ctx.t("tr.job_line", id=job["id"], task=job["payload"].get("task_idx"),
+        st.markdown(ctx.t("tr.job_line", id=job["id"], task=task_no(job["payload"].get("task_idx", 0)),
                           status=ctx.t(f"jobs.status.{job['status']}")))
         st.progress(float(job["progress"]), text=jobs.render_message(job["message"], ctx.lang) or None)
         bits = []
@@ -160,23 +228,23 @@ def live_progress(run_id: int) -> None:
             st.caption(" · ".join(bits))
         curve = detail.get("curve") or []
         if curve:
-            frame = pd.DataFrame(curve).melt(id_vars=["step", "epoch"], var_name="term", value_name="value")
-            chart = alt.Chart(frame).mark_line().encode(
-                x=alt.X("step:Q", title=ctx.t("tr.step")), y=alt.Y("value:Q", title=ctx.t("tr.loss")),
-                color=alt.Color("term:N", title=ctx.t("tr.loss")), tooltip=["step", "epoch", "term", "value"])
-            st.altair_chart(chart, width="stretch")
-        if actor.can("job.cancel") and not job["cancel_requested"]:
+            st.altair_chart(_loss_chart(curve), width="stretch")
+        if job["cancel_requested"]:
+            st.caption(ctx.t("tr.cancel_sent"))
+        elif actor.can("job.cancel"):
             if st.button(ctx.t("tr.cancel"), key=f"tr_cancel_{job['id']}"):
                 if run_action(ctx, jobs.cancel, store, actor, job["id"]):
                     st.toast(ctx.t("tr.cancel_sent"))
+                    st.rerun()          # a queued job is cancelled at once: the next task is free again
     recent = jobs.list_jobs(store, run_id=run_id, limit=20)
     if recent:
         st.markdown(f"**{ctx.t('tr.recent')}**")
         st.dataframe(pd.DataFrame([{
-            ctx.t("tr.col.job"): j["id"], ctx.t("tr.col.task"): j["payload"].get("task_idx"),
+            ctx.t("tr.col.job"): j["id"], ctx.t("tr.col.task"): task_no(j["payload"].get("task_idx", 0)),
             ctx.t("tr.col.status"): ctx.t(f"jobs.status.{j['status']}"),
             ctx.t("tr.col.message"): jobs.render_message(j["message"], ctx.lang),
-            ctx.t("tr.col.attempts"): j["attempts"], ctx.t("tr.col.by"): j["created_by"]} for j in recent]),
+            ctx.t("tr.col.attempts"): j["attempts"], ctx.t("tr.col.by"): j["created_by"],
+            ctx.t("tr.col.at"): local_time(store, j["created_at"], ctx.lang)} for j in recent]),
             hide_index=True)
         for j in recent:
             if j["status"] == "failed" and j["error"]:
