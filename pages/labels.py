@@ -10,6 +10,8 @@ from core.i18n import UserError
 from core.neighbours import neighbour_preview
 from pages.ui import page_context, run_action
 
+REVIEW_ACTIONS = ("approve", "reject", "retire")     # buttons, each with its lp.<action> text
+
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
 st.title(ctx.t("lp.title"))
@@ -146,7 +148,7 @@ if actor.can("label.review") and active:
                 st.rerun()
 
     cols = st.columns(3)
-    for col, action in zip(cols, ("approve", "reject", "retire")):
+    for col, action in zip(cols, REVIEW_ACTIONS):
         allowed_from, _ = label_service.TRANSITIONS[action]
         if col.button(ctx.t(f"lp.{action}"), disabled=label["status"] not in allowed_from, key=f"do_{action}"):
             if saved(run_action(ctx, getattr(label_service, action), store, actor, label["id"], version,

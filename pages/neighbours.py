@@ -13,6 +13,8 @@ from core.neighbours import DEFAULT_STATUSES, label_index, near_duplicates, neig
 from pages.ui import page_context
 from pages.views import encoder_text, status_title
 
+TABLE_COLUMNS = ("rank", "label", "canonical", "status", "similarity")
+
 ctx = page_context()
 st.title(ctx.t("nbr.title"))
 st.caption(ctx.t("nbrpage.intro"))
@@ -82,7 +84,7 @@ if query not in (None, ""):
     if not found:
         st.info(ctx.t("nbrpage.none_found"))
     else:
-        cols = {c: ctx.t(f"nbrpage.col.{c}") for c in ("rank", "label", "canonical", "status", "similarity")}
+        cols = {c: ctx.t(f"nbrpage.col.{c}") for c in TABLE_COLUMNS}
         cols["id"] = ctx.t("col.id")
         table = pd.DataFrame([{"rank": n.rank, "label": n.name, "canonical": n.canonical,
                                "status": status_text(n.status), "similarity": round(n.score, 4),
@@ -97,7 +99,7 @@ if query not in (None, ""):
             x2="similarity:Q",
             y=alt.Y("label:N", title=cols["label"], sort=alt.EncodingSortField("rank", order="ascending")),
             tooltip=[alt.Tooltip(f"{c}:{'Q' if c in ('rank', 'similarity') else 'N'}", title=cols[c])
-                     for c in ("rank", "label", "canonical", "status", "similarity")])
+                     for c in TABLE_COLUMNS])
         st.altair_chart(chart, width="stretch")
         st.download_button(ctx.t("nbrpage.download_table"), table.to_csv(index=False).encode("utf-8-sig"),
                            file_name="neighbours.csv", mime="text/csv")
