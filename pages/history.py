@@ -81,12 +81,11 @@ def _forgetting(report: dict, key: str) -> None:
         return
     st.markdown(f"**{ctx.t('hi.forgetting_per_task')}**")
     frame = pd.DataFrame([{
-        "task": ctx.t("hi.task_n", n=task_no(r["task"])), "drop": 100 * r["drop"], "best": 100 * r["best"],
-        "now": 100 * r["now"], "best_after": ctx.t("hi.after_task", n=task_no(r["best_after"])),
+        "task": task_no(r["task"]), "drop": 100 * r["drop"], "best": 100 * r["best"], "now": 100 * r["now"],
+        "best_after": ctx.t("hi.after_task", n=task_no(r["best_after"])),
         "text": f"{100 * r['best']:.1f} → {100 * r['now']:.1f}"} for r in rows])
-    order = list(frame["task"])
-    base = alt.Chart(frame).encode(x=alt.X("task:N", title=ctx.t("hi.task"), sort=order, axis=alt.Axis(labelAngle=0)))
-    tooltip = [alt.Tooltip("task:N", title=ctx.t("hi.task")),
+    base = alt.Chart(frame).encode(x=alt.X("task:O", title=ctx.t("hi.task"), axis=alt.Axis(labelAngle=0)))
+    tooltip = [alt.Tooltip("task:O", title=ctx.t("hi.task")),
                alt.Tooltip("best:Q", title=ctx.t("hi.best"), format=".1f"),
                alt.Tooltip("best_after:N", title=ctx.t("hi.best_when")),
                alt.Tooltip("now:Q", title=ctx.t("hi.now"), format=".1f"),
@@ -94,10 +93,12 @@ def _forgetting(report: dict, key: str) -> None:
     bars = base.mark_bar().encode(
         y=alt.Y("drop:Q", title=ctx.t("hi.drop")),
         color=alt.condition(alt.datum.drop > 0, alt.value("#d62728"), alt.value("#2ca02c")), tooltip=tooltip)
-    labels = base.mark_text(dy=-8).encode(y="drop:Q", text="text:N")
     mean = alt.Chart(pd.DataFrame({"mean": [100 * report["summary"]["forgetting"]]})).mark_rule(
         strokeDash=[4, 4]).encode(y="mean:Q")
-    st.altair_chart((bars + labels + mean).properties(height=240), width="stretch")
+    layers = bars + mean
+    if len(rows) <= 8:   # "66.7 → 50.0" over each bar while there is room; beyond that, in the tooltip
+        layers += base.mark_text(dy=-8).encode(y="drop:Q", text="text:N")
+    st.altair_chart(layers.properties(height=240), width="stretch")
     worst = max(rows, key=lambda r: r["drop"])
     if worst["drop"] > 0:
         st.caption(ctx.t("hi.worst", task=task_no(worst["task"]), best=f"{100 * worst['best']:.1f}",

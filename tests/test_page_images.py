@@ -164,3 +164,29 @@ def test_gallery_shows_upload_times_in_the_configured_zone(tmp_path):
     at.session_state["lang"] = "ja"
     at.run()
     assert _captions(at) == [f"#{added.image_id} · {t('split.' + split, 'ja')} · 2025年1月2日 0:30"]
+
+
+def test_page_reports_the_feature_caches_disk_use_in_human_units(tmp_path):
+    import numpy as np
+
+    store = Store(tmp_path)
+    label = make_label(store, "傷")
+    at = _page(tmp_path, Actor("rei", "reviewer"), lang="en")
+    at.run()
+    assert any("feature cache is still empty" in c.value for c in at.caption)
+    root = tmp_path / "cache" / "features"
+    for version, n in (("effnet-lite0-aaaa", 3), ("effnet-lite0-bbbb", 1)):   # 4 entries of 2×8×4 float16
+        for i in range(n):
+            path = root / version / f"{i:02d}" / f"{i:02d}{'0' * 62}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, np.zeros((2, 8, 4), np.float16))
+    size = sum(p.stat().st_size for p in root.rglob("*.npy"))
+    import streamlit as st
+
+    st.cache_data.clear()                     # the page re-reads the disk at most once a minute
+    at.run()
+    assert not at.exception
+    [line] = [c.value for c in at.caption if "feature cache" in c.value]
+    assert line == f"Image feature cache: 4 entries, {size / 1024:.1f} KiB in all ({size // 4:,} B per image)"
+    versions = [df.value for df in at.dataframe if "Model version" in df.value.columns][0]
+    assert list(versions["Entries"]) == [3, 1] and label

@@ -153,3 +153,22 @@ def test_neighbours_page_verdict_matches_its_table_and_shows_dictionary_links(tm
                                                                            if "duplicate" in w.value.lower()]
     assert verdicts and not any("Nearest" in v for v in verdicts)
     assert any("Near-duplicates by the dictionary" in w.value and "自動車" in w.value for w in at.warning)
+
+
+def test_similarity_heatmap_labels_every_row_of_60_labels_without_clipping(tmp_path):
+    import json
+
+    store = _home(tmp_path)
+    names = [f"部品{i:02d}の長い名前のラベル" if i % 2 else f"a fairly long label name {i:02d}" for i in range(60)]
+    for name in names:
+        labels.approve(store, REVIEWER, labels.propose(store, EXPERT, name, create_entry=True)["id"])
+    at = _page("neighbours.py", tmp_path, REVIEWER, lang="ja")
+    at.run()
+    assert not at.exception
+    [heat] = [json.loads(e.proto.spec) for e in at.get("vega_lite_chart") if '"rect"' in e.proto.spec]
+    for axis in (heat["encoding"]["x"], heat["encoding"]["y"]):
+        assert axis["axis"]["labelOverlap"] is False                       # no label is dropped
+        assert axis["axis"]["labelLimit"] >= 400                            # names are not cut short
+        assert len(axis["sort"]) == 60 and set(axis["sort"]) == set(names)  # every label, whole names
+    assert heat["height"] / 60 >= 14 and heat["width"] == heat["height"]   # a readable row each
+    assert heat["encoding"]["color"]["title"] == "類似度"                  # the legend in the user's language

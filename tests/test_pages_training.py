@@ -12,7 +12,7 @@ from core import jobs, runs
 from core.auth import Actor
 from core.i18n import UserError
 from core.store import Store, now_iso
-from test_worker import REPO, REVIEWER, make_labels
+from test_worker import REPO, REVIEWER, class_image, make_labels
 from tests.conftest import log_in_page
 
 EXPERT = Actor("eri", "expert")
@@ -190,3 +190,172 @@ def test_history_compares_two_runs(home):
     metrics = {(m.label, m.value) for m in at.metric}
     assert ("Average incremental accuracy", "82.5%") in metrics           # run a
     assert ("Average incremental accuracy", "77.5%") in metrics           # run b, side by side
+
+
+# ---- what a supervisor reads (issue 12 items 6, 7; issue 11 item 6) -----------------------------------
+
+def _finished_run(store: Store, accs: list[list[float]], rejected=None, overrides=None, name="r",
+                  config=None) -> dict:
+    """A run whose tasks finished with these accuracy rows (metrics as the worker writes them)."""
+    run = runs.create_run(store, EXPERT, name, config=config)
+    for t, row in enumerate(accs):
+        cfg = runs.effective_config(run, (overrides or {}).get(t)).to_json()
+        store.db["tasks"].insert({"run_id": run["id"], "idx": t, "label_ids": json.dumps([100 + 2 * t, 101 + 2 * t]),
+                                  "status": "done", "created_at": now_iso(), "config": cfg})
+        for u, acc in enumerate(row):
+            store.db["metrics"].insert({
+                "run_id": run["id"], "trained_task": t, "eval_task": u, "acc": acc, "acc_task_aware": acc,
+                "rejected": None if rejected is None else rejected[t][u], "n_classes": 2, "n_images": 6,
+                "created_at": now_iso()})
+        store.audit("test", "task.done", "task", t, run_id=run["id"], idx=t)
+    return run
+
+
+def _charts(at) -> list[dict]:
+    """Each chart's Vega-Lite spec with ``rows``: the records of all its datasets (sent beside the spec)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    out = []
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        spec["rows"] = [row for named in element.proto.datasets
+                        for row in convert_arrow_bytes_to_pandas_df(named.data.data).to_dict("records")]
+        out.append(spec)
+    return out
+
+
+def _chart_rows(spec: dict) -> list[dict]:
+    return spec["rows"]
+
+
+def test_history_shows_each_tasks_forgetting_so_one_drop_cannot_hide_in_the_mean(home):
+    store = Store(home)
+    # task 1 falls from 66.7 % to 50 %, task 2 gains: the mean forgetting is small, task 1's drop is not
+    run = _finished_run(store, [[2 / 3], [0.6, 1.0], [0.5, 1.0, 0.9]],
+                        rejected=[[0.1], [0.1, 0.0], [0.2, 0.05, 0.0]], overrides={1: {"epochs": 3}},
+                        config={"epochs": 2})
+    at = page("history", home, SUPERVISOR)
+    at.run()
+    assert not at.exception, at.exception
+    bars = [r for spec in _charts(at) for r in _chart_rows(spec) if "drop" in r]
+    assert {r["task"]: round(r["drop"], 1) for r in bars} == {1: 16.7, 2: 0.0}      # numbered from 1
+    assert any("task 1, from 66.7% after task 1 to 50.0%" in c.value for c in at.caption)
+    forgetting = [m for m in at.metric if m.label == "Forgetting"][0]
+    assert forgetting.value == "8.3%" and "16.7%" in forgetting.proto.delta
+    matrix, rejected_table = at.dataframe[1].value, at.dataframe[2].value
+    assert list(matrix.index) == ["After task 1", "After task 2", "After task 3"]
+    assert list(matrix.columns) == ["Task 1", "Task 2", "Task 3"]
+    assert matrix.iloc[2, 0] == "50.0%" and matrix.iloc[0, 1] == ""
+    assert rejected_table.iloc[2, 0] == "20.0%" and rejected_table.iloc[1, 1] == "0.0%"
+    tasks = at.dataframe[3].value
+    assert list(tasks["Task"]) == [1, 2, 3]
+    assert list(tasks["Differences from the run's configuration"]) == [
+        "the run's configuration", "Epochs 2 → 3", "the run's configuration"]
+    assert list(tasks["Rejected (after the last task)"]) == ["20.0%", "5.0%", "0.0%"]
+    line = [c.value for c in at.caption if c.value.startswith("Method:")][0]
+    assert "SG-RL + SG-KD (recommended)" in line and "tiny test model" in line and "(tiny-test)" in line
+    assert run["id"] == 1
+
+
+def test_history_says_when_rejection_rates_are_unknown(home):
+    store = Store(home)
+    _finished_run(store, [[0.9], [0.8, 0.7]])                   # trained before thresholds were recorded
+    at = page("history", home, SUPERVISOR, lang="ja")
+    at.run()
+    assert not at.exception
+    assert any("不明" in c.value for c in at.caption)
+    assert len(at.dataframe) == 3                                 # config, matrix, tasks: no empty table
+
+
+@pytest.mark.parametrize("n", [1, 8, 30])
+def test_accuracy_matrix_cells_are_square_labelled_and_readable_for_1_to_30_tasks(home, n):
+    store = Store(home)
+    _finished_run(store, [[0.5 + 0.01 * u for u in range(t + 1)] for t in range(n)])
+    at = page("history", home, SUPERVISOR)
+    at.run()
+    assert not at.exception
+    [spec] = [s for s in _charts(at) if any(layer["mark"]["type"] == "rect" for layer in s.get("layer", []))]
+    assert spec["width"] == spec["height"] and spec["width"] / n >= 20       # square cells, at least 20 px
+    text = [layer for layer in spec["layer"] if layer["mark"]["type"] == "text"][0]
+    assert text["mark"]["fontSize"] >= 8 and text["encoding"]["text"]["field"] == "value"
+    rect = [layer for layer in spec["layer"] if layer["mark"]["type"] == "rect"][0]
+    assert rect["encoding"]["x"]["scale"]["domain"] == list(range(1, n + 1))  # every task labelled, from 1
+    assert rect["encoding"]["color"]["title"] == "Accuracy (%)"
+    assert len(_chart_rows(spec)) == n * (n + 1) // 2
+
+
+def test_train_page_offers_the_product_methods_and_creates_a_run_with_one(home):
+    store = Store(home)
+    make_labels(store, ["cat"])
+    fake_live_worker(store)
+    at = page("train", home, EXPERT)
+    at.run()
+    assert not at.exception
+    method = at.selectbox(key="tr_new_method")
+    from core.sg.methods import METHODS
+    assert method.value == "both" and method.options[0] == "SG-RL + SG-KD (recommended)"
+    assert len(method.options) == len([m for m in METHODS.values() if m.product]) and "joint" not in str(method.options)
+    assert any("tiny test model" in c.value and "(tiny-test)" in c.value for c in at.caption)
+    # bounds come from LearnerConfig's declaration
+    from core.sg.learner import LearnerConfig
+    epochs = at.number_input(key="tr_new_epochs")
+    assert epochs.max == LearnerConfig.user_fields("run")["epochs"].metadata["max"]
+    at.text_input(key="tr_new_name").input("rl only")
+    method.set_value("sgrl")
+    at.run()
+    assert any("no distillation" in c.value for c in at.caption)           # the method's explanation
+    at.button(key="tr_create").click().run()
+    assert not at.exception
+    [run] = runs.list_runs(store)
+    assert run["config"]["method"] == "sgrl"
+
+
+def test_train_page_numbers_tasks_from_1_and_translates_loss_terms(home):
+    store = Store(home)
+    ids = make_labels(store, ["cat", "dog", "bird"])
+    fake_live_worker(store)
+    run = runs.create_run(store, EXPERT, "r")
+    first = runs.request_task(store, EXPERT, run["id"], [ids["cat"]])
+    jobs.claim(store, "test-worker")
+    jobs.set_progress(store, first["job_id"], 0.3, jobs.encode_message("train.phase.features", done=3, total=8), {
+        "curve": [{"step": s, "epoch": 1, "loss": 2.0, "loss_clip": 1.5, "loss_sgrl": 0.4, "loss_lwf": 0.1}
+                  for s in range(1, 4)]})
+    at = page("train", home, EXPERT)
+    at.run()
+    assert not at.exception, at.exception
+    assert [h.value for h in at.subheader][0] == "Next task (task 2)"
+    assert any("Job 1 · task 1 · running" in m.value for m in at.markdown)
+    assert at.get("progress")[0].proto.text == "computing image features 3/8"
+    [chart] = [s for s in _charts(at) if any("term" in r for r in _chart_rows(s))]
+    assert {r["term"] for r in _chart_rows(chart)} == {"loss (total)", "contrastive (CLIP)", "SG-RL loss", "lwf loss"}
+    assert chart["encoding"]["color"]["title"] == "Loss term"
+    reasons = [df.value for df in at.dataframe if "Reason" in df.value.columns][0]
+    assert list(reasons["Reason"]) == ["already in task 1 of this run"]
+    jobs_table = [df.value for df in at.dataframe if "Job" in df.value.columns][0]
+    assert list(jobs_table["Task"]) == [1]
+
+
+def test_predict_says_clearly_when_an_image_is_not_a_trained_class(home, monkeypatch):
+    import core.prediction
+
+    store = Store(home)
+    _finished_run(store, [[0.9]])
+    guesses = [{"label_id": 1, "name": "キズ", "canonical": "傷", "reading": "キズ", "en": "scratch", "status": "trained",
+                "score": 0.7, "cosine": 0.21}, {"label_id": 2, "name": "ｻﾋﾞ", "canonical": "錆", "reading": "サビ",
+                                               "en": "rust", "status": "trained", "score": 0.3, "cosine": 0.18}]
+    answer = {"task": 0, "predictions": guesses, "rejected": True, "best": 0.21, "threshold": 0.35}
+    monkeypatch.setattr(core.prediction, "predict_image", lambda *a, **k: answer)
+    at = page("predict", home, SUPERVISOR, lang="ja")
+    at.run()
+    at.file_uploader(key="pr_upload").upload("plane.png", class_image("bird", 1), "image/png").run()
+    assert not at.exception, at.exception
+    [error] = at.error
+    assert "学習したどのクラスにも当てはまりません" in error.value and "0.350" in error.value
+    table = at.dataframe[0].value
+    table = table.data if hasattr(table, "data") else table
+    assert list(table["クラス"]) == ["傷", "錆"]                          # the guesses stay, de-emphasised
+    assert any("参考" in m.value for m in at.markdown)
+
+    answer.update(rejected=False, best=0.5)
+    at.run()
+    assert not at.error and any("学習したクラスと判定" in c.value for c in at.caption)
