@@ -64,7 +64,9 @@ def _matrix_chart(matrix: list[list[float]], value_title: str) -> alt.Chart:
     text = base.mark_text(baseline="middle", fontSize=max(8, min(13, cell // 3))).encode(
         text=alt.Text("value:Q", format=".0f" if cell < 34 else ".1f"),
         color=alt.condition(alt.datum.value > 55, alt.value("black"), alt.value("white")))  # readable on viridis
-    return (heat + text).properties(width=cell * n, height=cell * n)
+    # "pad": width and height are the plot's own (square cells); the axes and legend come on top.
+    return (heat + text).properties(width=cell * n, height=cell * n,
+                                    autosize=alt.AutoSizeParams(type="pad", contains="padding"))
 
 
 def _matrix_table(matrix: list[list[float]]) -> pd.DataFrame:
@@ -98,7 +100,8 @@ def _forgetting(report: dict, key: str) -> None:
     layers = bars + mean
     if len(rows) <= 8:   # "66.7 → 50.0" over each bar while there is room; beyond that, in the tooltip
         layers += base.mark_text(dy=-8).encode(y="drop:Q", text="text:N")
-    st.altair_chart(layers.properties(height=240), width="stretch")
+    step = max(24, min(64, 900 // len(rows)))    # one bar per task, never a single bar across the page
+    st.altair_chart(layers.properties(height=240, width=alt.Step(step)), width="content")
     worst = max(rows, key=lambda r: r["drop"])
     if worst["drop"] > 0:
         st.caption(ctx.t("hi.worst", task=task_no(worst["task"]), best=f"{100 * worst['best']:.1f}",
@@ -128,7 +131,8 @@ def show_run(run: dict, key: str) -> None:
     worst = max((r["drop"] for r in report["forgetting"]), default=None)
     c3.metric(ctx.t("hi.forgetting"), pct(summary.get("forgetting")),
               delta=ctx.t("hi.forgetting_max", value=pct(worst)) if worst is not None and worst > 0 else None,
-              delta_color="inverse" if worst is not None and worst > 0 else "off", help=ctx.t("hi.forgetting_help"))
+              delta_color="inverse" if worst is not None and worst > 0 else "off", delta_arrow="off",
+              help=ctx.t("hi.forgetting_help"))
     c4.metric(ctx.t("hi.bwt"), pct(summary.get("bwt")))
     if summary:
         _forgetting(report, key)

@@ -131,7 +131,8 @@ else:
         color=alt.Color("similarity:Q", title=similarity, scale=alt.Scale(scheme="viridis", zero=False)),
         tooltip=[alt.Tooltip("a:N", title=ctx.t("nbrpage.col.label")), alt.Tooltip("b:N", title=ctx.t("nbrpage.col.label")),
                  alt.Tooltip("similarity:Q", title=similarity, format=".3f")],
-    ).properties(width=cell * len(names), height=cell * len(names))
+    ).properties(width=cell * len(names), height=cell * len(names),        # the plot's size; names come on top
+                 autosize=alt.AutoSizeParams(type="pad", contains="padding"))
     st.altair_chart(heat, width="content")
     st.download_button(ctx.t("nbrpage.download_matrix"), frame.to_csv().encode("utf-8-sig"),
                        file_name="similarity_matrix.csv", mime="text/csv")

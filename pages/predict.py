@@ -66,7 +66,7 @@ if data is not None:
         score_col, cosine_col = ctx.t("pr.col.score"), ctx.t("pr.col.cosine")
         table = pd.DataFrame([{
             ctx.t("pr.col.rank"): rank, ctx.t("pr.col.canonical"): p["canonical"],
-            ctx.t("pr.col.reading"): p["reading"], ctx.t("pr.col.en"): p["en"], score_col: p["score"],
+            ctx.t("pr.col.reading"): p["reading"], ctx.t("pr.col.en"): p["en"], score_col: round(p["score"], 3),
             cosine_col: round(p["cosine"], 3)}
             for rank, p in enumerate(result["predictions"], start=1)])
         if result.get("rejected"):

@@ -171,4 +171,5 @@ def test_similarity_heatmap_labels_every_row_of_60_labels_without_clipping(tmp_p
         assert axis["axis"]["labelLimit"] >= 400                            # names are not cut short
         assert len(axis["sort"]) == 60 and set(axis["sort"]) == set(names)  # every label, whole names
     assert heat["height"] / 60 >= 14 and heat["width"] == heat["height"]   # a readable row each
+    assert heat["autosize"]["type"] == "pad"            # names and legend come on top of the cells' size
     assert heat["encoding"]["color"]["title"] == "類似度"                  # the legend in the user's language

@@ -276,6 +276,7 @@ def test_accuracy_matrix_cells_are_square_labelled_and_readable_for_1_to_30_task
     assert not at.exception
     [spec] = [s for s in _charts(at) if any(layer["mark"]["type"] == "rect" for layer in s.get("layer", []))]
     assert spec["width"] == spec["height"] and spec["width"] / n >= 20       # square cells, at least 20 px
+    assert spec["autosize"]["type"] == "pad"            # the size is the plot's own, axes and legend on top
     text = [layer for layer in spec["layer"] if layer["mark"]["type"] == "text"][0]
     assert text["mark"]["fontSize"] >= 8 and text["encoding"]["text"]["field"] == "value"
     rect = [layer for layer in spec["layer"] if layer["mark"]["type"] == "rect"][0]
