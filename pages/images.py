@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import features, images, timefmt
+from core.i18n import UserError
 from core import labels as label_service
 
 from pages.ui import page_context, run_action
@@ -78,7 +79,14 @@ if usage["entries"]:
                                                                                if v["entries"] else 0)}
                                        for v in usage["versions"]]), hide_index=True, width="stretch")
 else:
-    st.caption(ctx.t("ip.cache_empty"))
+    from core.encoders import active_encoder_spec, describe
+
+    # Only a pretrained (frozen) image prefix is cached; a tower trained from scratch has nothing to keep.
+    try:
+        cached_kind = describe(active_encoder_spec(store)).pretrained_image
+    except UserError:
+        cached_kind = True
+    st.caption(ctx.t("ip.cache_empty" if cached_kind else "ip.cache_unused"))
 
 # ---- one label: readiness and upload -----------------------------------------------------------
 label = st.selectbox(ctx.t("ip.pick"), open_labels, key="img_label",

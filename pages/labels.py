@@ -9,6 +9,7 @@ from core import labels as label_service
 from core.i18n import UserError
 from core.neighbours import neighbour_preview
 from pages.ui import page_context, run_action
+from pages.views import fresh_selectbox
 
 REVIEW_ACTIONS = ("approve", "reject", "retire")     # buttons, each with its lp.<action> text
 
@@ -94,9 +95,10 @@ if actor.can("label.review") and active:
     proposed_first = sorted(active, key=lambda r: (r["status"] != "proposed", r["id"]))
     # Options are ids, not rows: a row kept in the widget's state would go stale when someone else saves.
     rows_by_id = {int(r["id"]): r for r in proposed_first}
-    picked_id = st.selectbox(ctx.t("lp.pick"), list(rows_by_id), key="review_pick",
-                             format_func=lambda i: f"#{i} {rows_by_id[i]['name']} → {rows_by_id[i]['canonical']} "
-                                                   f"({ctx.t('status.' + rows_by_id[i]['status'])})")
+    # Its texts change with a review (status, term): a select box that shows them fresh.
+    picked_id = fresh_selectbox("review_pick", ctx.t("lp.pick"), list(rows_by_id),
+                                format_func=lambda i: f"#{i} {rows_by_id[i]['name']} → {rows_by_id[i]['canonical']} "
+                                                      f"({ctx.t('status.' + rows_by_id[i]['status'])})")
     label = rows_by_id[picked_id]
     # The version this reviewer saw when the label was first shown to them. It is kept across reruns, so
     # a save after someone else's edit is refused (err.stale_version) instead of silently overwriting it.

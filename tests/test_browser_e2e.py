@@ -202,6 +202,8 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
     app.idle()
     _wait_for(lambda: label_service.get_label(store, yogore)["canonical"] == "異物", 30, "ﾖｺﾞﾚ re-linked", server)
     app.see("現在の用語: 異物")
+    # the chosen label's text in the select box is redrawn too (Streamlit kept the old one: "→ 汚れ")
+    assert "→ 異物" in app.keyed("review_pick").locator("input").first.input_value()
     app.shot("reviewer-relinked")
     _assert_readable(app, "ja", "Labels (reviewer)")
 

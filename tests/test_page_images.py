@@ -190,3 +190,13 @@ def test_page_reports_the_feature_caches_disk_use_in_human_units(tmp_path):
     assert line == f"Image feature cache: 4 entries, {size / 1024:.1f} KiB in all ({size // 4:,} B per image)"
     versions = [df.value for df in at.dataframe if "Model version" in df.value.columns][0]
     assert list(versions["Entries"]) == [3, 1] and label
+
+
+def test_page_says_when_the_encoder_caches_no_features(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGCL_ENCODER", "tiny-test")          # random weights, no frozen pretrained prefix
+    make_label(Store(tmp_path), "傷")
+    at = _page(tmp_path, Actor("rei", "reviewer"), lang="en")
+    at.run()
+    assert not at.exception
+    assert any("caches no image features" in c.value for c in at.caption)
+    assert not any("still empty" in c.value for c in at.caption)
