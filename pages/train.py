@@ -15,11 +15,11 @@ import streamlit as st
 
 from core import jobs, runs
 from core.i18n import UserError
-from core.run_report import data_revision
+from core.run_report import config_changes, data_revision
 from core.sg.learner import LearnerConfig
 from pages.ui import page_context, run_action
-from pages.views import (config_rows, config_value, encoder_text, field_title, label_text, local_time, loss_title,
-                         method_help, method_title, product_methods, reason_text, status_title, task_no)
+from pages.views import (changes_text, config_rows, config_value, encoder_text, field_title, label_text, local_time,
+                         loss_title, method_help, method_title, product_methods, reason_text, status_title, task_no)
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
@@ -237,6 +237,8 @@ def live_progress(run_id: int) -> None:
                     st.toast(ctx.t("tr.cancel_sent"))
                     st.rerun()          # a queued job is cancelled at once: the next task is free again
     recent = jobs.list_jobs(store, run_id=run_id, limit=20)
+    run_config = runs.get_run(store, run_id)["config"]
+    task_configs = {t["idx"]: t.get("config") or {} for t in runs.list_tasks(store, run_id)}
     if recent:
         st.markdown(f"**{ctx.t('tr.recent')}**")
         st.dataframe(pd.DataFrame([{
@@ -244,7 +246,10 @@ def live_progress(run_id: int) -> None:
             ctx.t("tr.col.status"): ctx.t(f"jobs.status.{j['status']}"),
             ctx.t("tr.col.message"): jobs.render_message(j["message"], ctx.lang),
             ctx.t("tr.col.attempts"): j["attempts"], ctx.t("tr.col.by"): j["created_by"],
-            ctx.t("tr.col.at"): local_time(store, j["created_at"], ctx.lang)} for j in recent]),
+            ctx.t("tr.col.at"): local_time(store, j["created_at"], ctx.lang),
+            # the effective configuration of the task as it stands (a retried task keeps its row)
+            ctx.t("hi.col.config"): changes_text(config_changes(
+                run_config, task_configs.get(j["payload"].get("task_idx"), {})), ctx.lang)} for j in recent]),
             hide_index=True)
         for j in recent:
             if j["status"] == "failed" and j["error"]:

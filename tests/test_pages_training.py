@@ -360,3 +360,16 @@ def test_predict_says_clearly_when_an_image_is_not_a_trained_class(home, monkeyp
     answer.update(rejected=False, best=0.5)
     at.run()
     assert not at.error and any("学習したクラスと判定" in c.value for c in at.caption)
+
+
+def test_train_page_jobs_table_shows_each_tasks_own_configuration(home):
+    store = Store(home)
+    ids = make_labels(store, ["cat", "dog"])
+    fake_live_worker(store)
+    run = runs.create_run(store, EXPERT, "r", config={"epochs": 4})
+    runs.request_task(store, EXPERT, run["id"], [ids["cat"]], {"epochs": 2, "lr": 0.005})
+    at = page("train", home, EXPERT, lang="ja")
+    at.run()
+    assert not at.exception
+    table = [df.value for df in at.dataframe if "ジョブ" in df.value.columns][0]
+    assert list(table["ランの設定との違い"]) == ["エポック数 4 → 2、学習率 0.01 → 0.005"]
