@@ -117,9 +117,9 @@ def show_run(run: dict, key: str) -> None:
                      encoder=encoder_text(run["encoder"], ctx.lang), by=run["created_by"],
                      at=local_time(store, run["created_at"], ctx.lang)))
     with st.expander(ctx.t("hi.config")):
-        st.dataframe(pd.DataFrame(config_rows(run["config"], ctx.lang)).rename(
-            columns={"setting": ctx.t("col.setting"), "value": ctx.t("col.value")}),
-            hide_index=True, key=f"hi_config_{key}")
+        # a static table: the interactive grids of this page are the results (the matrix comes first)
+        st.table(pd.DataFrame(config_rows(run["config"], ctx.lang)).rename(
+            columns={"setting": ctx.t("col.setting"), "value": ctx.t("col.value")}).set_index(ctx.t("col.setting")))
     acc = report["acc"]
     if not acc:
         st.info(ctx.t("hi.no_tasks"))

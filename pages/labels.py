@@ -9,7 +9,6 @@ from core import labels as label_service
 from core.i18n import UserError
 from core.neighbours import neighbour_preview
 from pages.ui import page_context, run_action
-from pages.views import fresh_selectbox
 
 REVIEW_ACTIONS = ("approve", "reject", "retire")     # buttons, each with its lp.<action> text
 
@@ -95,11 +94,14 @@ if actor.can("label.review") and active:
     proposed_first = sorted(active, key=lambda r: (r["status"] != "proposed", r["id"]))
     # Options are ids, not rows: a row kept in the widget's state would go stale when someone else saves.
     rows_by_id = {int(r["id"]): r for r in proposed_first}
-    # Its texts change with a review (status, term): a select box that shows them fresh.
-    picked_id = fresh_selectbox("review_pick", ctx.t("lp.pick"), list(rows_by_id),
-                                format_func=lambda i: f"#{i} {rows_by_id[i]['name']} → {rows_by_id[i]['canonical']} "
-                                                      f"({ctx.t('status.' + rows_by_id[i]['status'])})")
+    # The option texts stay what a review does not change (Streamlit's browser side keeps showing the
+    # chosen option's old text when it changes: "ﾖｺﾞﾚ → 汚れ" stayed after a re-link to 異物); the term
+    # and status, which a review changes, are in the line under it, drawn fresh on every run.
+    picked_id = st.selectbox(ctx.t("lp.pick"), list(rows_by_id), key="review_pick",
+                             format_func=lambda i: f"#{i} {rows_by_id[i]['name']}")
     label = rows_by_id[picked_id]
+    st.caption(ctx.t("lp.review_line", name=label["name"], canonical=label["canonical"],
+                     status=ctx.t(f"status.{label['status']}")))
     # The version this reviewer saw when the label was first shown to them. It is kept across reruns, so
     # a save after someone else's edit is refused (err.stale_version) instead of silently overwriting it.
     seen_key = f"seen_version_{label['id']}"

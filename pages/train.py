@@ -137,8 +137,8 @@ if run is None:
 st.caption(ctx.t("tr.run_line", method=method_title(run["config"].get("method", "both"), ctx.lang),
                  encoder=encoder_text(run["encoder"], ctx.lang)))
 with st.expander(ctx.t("tr.config")):
-    st.dataframe(pd.DataFrame(config_rows(run["config"], ctx.lang)).rename(
-        columns={"setting": ctx.t("col.setting"), "value": ctx.t("col.value")}), hide_index=True)
+    st.table(pd.DataFrame(config_rows(run["config"], ctx.lang)).rename(
+        columns={"setting": ctx.t("col.setting"), "value": ctx.t("col.value")}).set_index(ctx.t("col.setting")))
 
 
 # ---- next task ---------------------------------------------------------------------------------------
@@ -204,10 +204,15 @@ def _loss_chart(curve: list[dict]) -> alt.Chart:
 
 @st.fragment(run_every=2)
 def live_progress(run_id: int) -> None:
+    _draw_progress(run_id)
     if data_revision(store) != st.session_state.get(REVISION_KEY):
         # A job was claimed, finished or cancelled, or a label changed: the "next task" header and the
-        # choosable labels above this fragment were computed from older data. Redraw the whole page.
+        # choosable labels above this fragment were computed from older data. Redraw the whole page —
+        # after this run handled its own buttons: a rerun before them would drop a Cancel click.
         st.rerun()
+
+
+def _draw_progress(run_id: int) -> None:
     st.subheader(ctx.t("tr.progress"))
     job = runs.active_job(store, run_id)
     if job is None:

@@ -160,27 +160,3 @@ def local_time(store: Store, iso: str | None, lang: str) -> str:
     """A stored UTC timestamp in the configured zone, for the reader's language ("" for none)."""
     return timefmt.local_time(store, iso, lang) if iso else ""
 
-
-# ---- widgets -----------------------------------------------------------------------------------------
-
-def fresh_selectbox(key: str, label: str, options: list, format_func, **kwargs):
-    """A select box whose option texts may change while the choice stays.
-
-    Streamlit's browser side keeps showing the old text of a keyed select box's chosen option after
-    its ``format_func`` text changed (measured with 1.67: "ﾖｺﾞﾚ → 汚れ" stayed on screen after the
-    re-link to 異物). So the widget's key follows the option texts and the choice is carried across in
-    session state; the surrounding container keeps ``key`` (its CSS class ``st-key-<key>``) for tests.
-    """
-    import hashlib
-
-    import streamlit as st
-
-    texts = [format_func(o) for o in options]
-    digest = hashlib.sha256("\x1f".join(texts).encode("utf-8")).hexdigest()[:10]
-    remembered = st.session_state.get(f"{key}__value")
-    index = options.index(remembered) if remembered in options else 0
-    with st.container(key=key):
-        value = st.selectbox(label, options, index=index, key=f"{key}__{digest}",
-                             format_func=lambda o: texts[options.index(o)], **kwargs)
-    st.session_state[f"{key}__value"] = value
-    return value

@@ -242,16 +242,18 @@ def test_history_shows_each_tasks_forgetting_so_one_drop_cannot_hide_in_the_mean
     assert any("task 1, from 66.7% after task 1 to 50.0%" in c.value for c in at.caption)
     forgetting = [m for m in at.metric if m.label == "Forgetting"][0]
     assert forgetting.value == "8.3%" and "16.7%" in forgetting.proto.delta
-    matrix, rejected_table = at.dataframe[1].value, at.dataframe[2].value
+    matrix, rejected_table = at.dataframe[0].value, at.dataframe[1].value    # the matrix comes first
     assert list(matrix.index) == ["After task 1", "After task 2", "After task 3"]
     assert list(matrix.columns) == ["Task 1", "Task 2", "Task 3"]
     assert matrix.iloc[2, 0] == "50.0%" and matrix.iloc[0, 1] == ""
     assert rejected_table.iloc[2, 0] == "20.0%" and rejected_table.iloc[1, 1] == "0.0%"
-    tasks = at.dataframe[3].value
+    tasks = at.dataframe[2].value
     assert list(tasks["Task"]) == [1, 2, 3]
     assert list(tasks["Differences from the run's configuration"]) == [
         "the run's configuration", "Epochs 2 → 3", "the run's configuration"]
     assert list(tasks["Rejected (after the last task)"]) == ["20.0%", "5.0%", "0.0%"]
+    config = at.table[0].value                                      # the run's settings, by their names
+    assert config.loc["Method"].iloc[0] == "SG-RL + SG-KD (recommended)" and config.loc["Epochs"].iloc[0] == "2"
     line = [c.value for c in at.caption if c.value.startswith("Method:")][0]
     assert "SG-RL + SG-KD (recommended)" in line and "tiny test model" in line and "(tiny-test)" in line
     assert run["id"] == 1
@@ -264,7 +266,7 @@ def test_history_says_when_rejection_rates_are_unknown(home):
     at.run()
     assert not at.exception
     assert any("不明" in c.value for c in at.caption)
-    assert len(at.dataframe) == 3                                 # config, matrix, tasks: no empty table
+    assert len(at.dataframe) == 2                                 # matrix and tasks: no empty table
 
 
 @pytest.mark.parametrize("n", [1, 8, 30])
