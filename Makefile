@@ -45,3 +45,5 @@ test: install browser-deps
 bench: install
 	$(PY) bench/step_benchmark.py
 	$(PY) bench/neighbours_latency.py
+	$(PY) bench/task_speed.py $${TMPDIR:-/tmp}/sgcl-task-speed
+	$(PY) bench/page_speed.py

@@ -56,11 +56,15 @@ def _start_once(home: str) -> None:
     """Once per server process and data home (not per browser session): the first admin, the starter
     glossary, and a worker if none is alive (the Train page starts another if that one dies)."""
     from core.glossary_store import seed_if_empty
+    from core.images import remove_stale_uploads
+    from core.perf import tune_allocator
     from core.users import ensure_admin
     from core.worker import ensure_worker
     from pages.ui import open_store
 
+    tune_allocator()   # Predict runs the backbone in this process (core/perf.py)
     store = open_store()
+    remove_stale_uploads(store)
     ensure_admin(store)
     seed_if_empty(store)
     ensure_worker(store)

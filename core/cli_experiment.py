@@ -72,6 +72,9 @@ def run_experiment_command(args: argparse.Namespace) -> int:
 
     from core.experiment import format_table, run_experiment
 
+    from core.perf import tune_allocator
+
+    tune_allocator()
     torch.set_num_threads(max(1, args.threads))
     settings = settings_from_args(args)
     n_runs = len(settings.seeds) * len(settings.methods)

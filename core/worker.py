@@ -256,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from core.perf import tune_allocator
+
+    tune_allocator()
     store = Store(args.home)
     stale_after = args.stale_after if args.stale_after is not None else float(
         settings.get(store, "job_stale_seconds"))

@@ -75,7 +75,7 @@ class LearnerConfig:
     memory_total: Optional[int] = _f(None, "run", min=1, max=10_000_000)  # fixed total budget (overrides per class)
     seed: int = _f(0, "run", min=0, max=2**31 - 1)
     amp: str = _f("auto", "run", choices=("auto", "bf16", "fp16", "none"))  # auto: bf16 on CUDA, none on CPU
-    feature_views: int = _f(2, "run", min=1, max=4)         # cached views per image (feature-cache mode)
+    feature_views: int = _f(1, "run", min=1, max=4)         # cached views per image (feature-cache mode)
     augment: bool = _f(True, "task")     # images: random crop (pad 4) + flip; cached features: a random view
     num_workers: int = 0                 # image decoding threads
     device: str = "auto"                 # auto: cuda if available else cpu
