@@ -22,6 +22,7 @@ from core.encoders import active_encoder_spec  # noqa: E402
 from core.prediction import predict_image  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.training import run_train_job  # noqa: E402
+from core.perf import tune_allocator  # noqa: E402
 
 
 def main() -> int:
@@ -32,6 +33,7 @@ def main() -> int:
     ap.add_argument("--classes", nargs=2, default=["airplane", "ship"])
     ap.add_argument("--per-class", type=int, default=50, help="images per class (about 80 %% train)")
     args = ap.parse_args()
+    tune_allocator()   # as the worker does
     if args.home.exists():
         shutil.rmtree(args.home)
     store = Store(args.home)

@@ -67,7 +67,9 @@ def load_encoder(spec: str | None, home: Path | None = None) -> Encoder:
     folder holds downloaded weights and the tiny test model (a temp dir if None)."""
     info = describe(spec)
     models_dir = _models_dir(home)
-    key = (info.canonical, str(models_dir) if info.family != "composite" else "")
+    # keyed by the spec as given, so ``name`` is what the caller asked for (an alias such as "e5" and its
+    # canonical "scratch+e5" are two light objects sharing one text tower and backbone, see _part)
+    key = (info.spec, str(models_dir) if info.family != "composite" else "")
     with _CACHE_LOCK:
         if key not in _CACHE:
             encoder = _build(info, models_dir)
