@@ -77,7 +77,7 @@ def refuse_while_training(store: Store, label: dict) -> None:
     or the worker would learn (and report on) a class that no longer exists as requested."""
     busy = tasks_with_label(store, label["id"])
     if busy:
-        raise UserError("labels.in_training", name=label["name"], run=busy[0]["run_id"], idx=busy[0]["idx"],
+        raise UserError("labels.in_training", name=label["name"], run=busy[0]["run_id"], task=busy[0]["idx"] + 1,
                         status=busy[0]["status"])
 
 

@@ -182,7 +182,8 @@ def label_eligibility(store: Store, run_id: int, labels: list[dict] | None = Non
         row = dict(label)
         r = ready[label["id"]]
         if label["id"] in in_run:
-            row["eligible"], row["reason"] = False, ("runs.reason.in_run", {"idx": in_run[label["id"]]})
+            # Messages name tasks as people count them, from 1 (``idx`` is 0-based).
+            row["eligible"], row["reason"] = False, ("runs.reason.in_run", {"task": in_run[label["id"]] + 1})
         elif label["status"] not in ("approved", "trained"):
             row["eligible"], row["reason"] = False, ("runs.reason.not_approved", {"status": label["status"]})
         elif not r.ok:
@@ -216,7 +217,7 @@ def request_task(store: Store, actor: Actor, run_id: int, label_ids: Sequence[in
         for label_id in label_ids:
             label = get_label(store, label_id)
             if label["id"] in in_run:
-                raise UserError("runs.label_in_run", name=label["name"], idx=in_run[label["id"]])
+                raise UserError("runs.label_in_run", name=label["name"], task=in_run[label["id"]] + 1)
             if label["status"] not in ("approved", "trained"):
                 raise UserError("runs.label_not_approved", name=label["name"], status=label["status"])
         require_ready(store, label_ids)

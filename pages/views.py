@@ -118,13 +118,10 @@ def status_title(status: str, lang: str) -> str:
 
 
 def reason_text(reason, lang: str) -> str:
-    """A service's ``(key, params)`` reason in the reader's language: codes (status, …) translated and
-    task indices counted from 1."""
+    """A service's ``(key, params)`` reason in the reader's language, codes (status, …) translated.
+    Services already number tasks from 1 in their messages (``task``), so nothing is added here."""
     key, params = reason
-    params = dict(params or {})
-    if "idx" in params:
-        params["idx"] = task_no(params["idx"])
-    return t(key, lang, **localise_params(params, lang))
+    return t(key, lang, **localise_params(dict(params or {}), lang))
 
 
 def label_text(label: dict, lang: str) -> str:
