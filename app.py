@@ -126,12 +126,13 @@ def _logged_in_navigation(ctx):
 def _sidebar(ctx) -> None:
     from core.encoders import encoder_badge
     from pages.ui import log_out
+    from pages.views import encoder_text
 
     lang, actor = ctx.lang, ctx.actor
     with st.sidebar:
         st.caption(t("app.user", lang, user=actor.username, role=t(f"role.{actor.role}", lang)))
         spec, random_weights = encoder_badge(ctx.store)
-        st.caption(t("app.encoder", lang, name=spec))
+        st.caption(t("app.encoder", lang, name=encoder_text(spec, lang)))   # title (spec), not the bare spec
         if random_weights:
             st.warning(t("app.encoder_random", lang))
         st.caption(t("app.home", lang, home=ctx.store.home))
