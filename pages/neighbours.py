@@ -9,6 +9,7 @@ import streamlit as st
 from core import dictionary
 from core.encoders import active_encoder_spec, load_encoder, spec_has_random_weights
 from core.i18n import UserError
+from core.inputs import clean_name
 from core.neighbours import DEFAULT_STATUSES, label_index, near_duplicates, neighbours, similarity_matrix
 from pages.ui import page_context
 from pages.views import encoder_text, status_title
@@ -64,6 +65,14 @@ if mode == "label":
     query = st.selectbox(ctx.t("nbrpage.pick_label"), list(by_id), format_func=lambda i: label_caption(by_id[i]))
 else:
     query = st.text_input(ctx.t("nbrpage.text"), placeholder="バイク / scratch")
+    try:
+        # Bounded and cleaned like a label name before anything embeds it (a 10,000-character query
+        # kept e5 busy for 43 s). No max_chars on the box: Streamlit would cut a pasted text silently;
+        # the refusal says why and the text stays in the box to shorten.
+        query = clean_name(query, "query", required=False)
+    except UserError as err:
+        ctx.error(err)
+        query = None
 k = st.slider(ctx.t("nbrpage.k"), 1, 50, 10)
 
 if query not in (None, ""):
