@@ -1,6 +1,10 @@
 """Admin: user accounts (create, role, activate/deactivate, reset password) and typed settings."""
 from __future__ import annotations
 
+import time
+import zoneinfo
+from datetime import datetime, timezone
+
 import pandas as pd
 import streamlit as st
 
@@ -11,6 +15,7 @@ from core.encoders import active_encoder_spec
 from core.i18n import UserError
 from core.inputs import MAX_PASSWORD, MAX_USERNAME
 from pages.ui import page_context, run_action
+from pages.views import local_time
 
 ctx = page_context()
 store, me = ctx.store, ctx.actor
@@ -24,12 +29,24 @@ except UserError as err:     # not an admin: the service refuses, whatever the m
 
 users_tab, settings_tab = st.tabs([ctx.t("adm.users"), ctx.t("adm.settings")])
 
+
+
+def locked_until(account: dict) -> str | None:
+    """When a lock after failed logins ends (local time), or None when the account is not locked
+    (``locked_until`` is epoch seconds; a past value is a lock that has already run out)."""
+    until = account["locked_until"]
+    if not until or until <= time.time():
+        return None
+    return local_time(store, datetime.fromtimestamp(until, timezone.utc).isoformat(), ctx.lang)
+
+
 # ---- users -----------------------------------------------------------------------------------------
 with users_tab:
     st.dataframe(pd.DataFrame([{
         ctx.t("adm.col.username"): u["username"], ctx.t("adm.col.role"): ctx.t(f"role.{u['role']}"),
-        ctx.t("adm.col.active"): bool(u["active"]), ctx.t("adm.col.locked"): bool(u["locked_until"]),
-        ctx.t("adm.col.created"): u["created_at"]} for u in accounts]), hide_index=True, width="stretch")
+        ctx.t("adm.col.active"): bool(u["active"]), ctx.t("adm.col.locked"): locked_until(u) or "",
+        ctx.t("adm.col.created"): local_time(store, u["created_at"], ctx.lang)} for u in accounts]),
+        hide_index=True, width="stretch")
 
     with st.form("create_user", clear_on_submit=True):
         st.subheader(ctx.t("adm.create"))
@@ -58,7 +75,7 @@ with users_tab:
         if c1.button(ctx.t("adm.set_role"), key="manage_set_role", disabled=is_self or role == account["role"]):
             if run_action(ctx, user_service.set_role, store, me, picked, role, success=ctx.t("adm.saved")):
                 st.rerun()
-        toggle_key = "adm.deactivate" if account["active"] and not account["locked_until"] else "adm.activate"
+        toggle_key = "adm.deactivate" if account["active"] and not locked_until(account) else "adm.activate"
         if c2.button(ctx.t(toggle_key), key="manage_toggle_active", disabled=is_self):
             if run_action(ctx, user_service.set_active, store, me, picked, toggle_key == "adm.activate",
                           success=ctx.t("adm.saved")):
@@ -86,6 +103,10 @@ with settings_tab:
                 st.markdown(f"**{name}**")
                 edited[key] = {lang: st.text_input(ctx.t("adm.template", language=lang), value=current[key].get(lang, ""),
                                                    key=f"setting_{key}_{lang}") for lang in ("ja", "en")}
+            elif key == "timezone":
+                # Only IANA names are valid (core/settings.validate_timezone checks again on save).
+                zones = sorted(zoneinfo.available_timezones() | {str(current[key])})
+                edited[key] = st.selectbox(name, zones, index=zones.index(str(current[key])), key=f"setting_{key}")
             elif spec.kind == "str":
                 edited[key] = st.text_input(name, value=str(current[key]), key=f"setting_{key}")
             else:

@@ -267,7 +267,6 @@ KNOWN_GAPS = {
     # Owned by the app-shell engineer (see the report): the Audit page shows actions, target types and
     # details raw and times as stored UTC ISO strings.
     "pages/audit.py": "the Audit page shows raw audit actions, details and UTC timestamps",
-    "pages/admin.py": "the Admin page's account table shows UTC ISO timestamps",
 }
 
 
