@@ -1,13 +1,16 @@
 """Audit log: who did what, when — filterable, with a CSV export (supervisors and admins)."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import streamlit as st
 
 from core import audit as audit_service
+from core import settings as settings_service
+from core import timefmt
 from core.i18n import UserError
+from pages.audit_text import Names, action_title, actor_title, details_text, group_title, target_text, what_title
 from pages.ui import page_context
 
 PAGE_ROWS = 500
@@ -21,17 +24,26 @@ except UserError as err:     # e.g. an expert who typed the page URL: the servic
     ctx.error(err)
     st.stop()
 
+lang = ctx.lang
 any_ = ctx.t("ap.any")
+
+
+def action_option(value: str | None) -> str:
+    """A whole kind of action ("label.": every label action) or one action, in the reader's words."""
+    if value is None:
+        return any_
+    return group_title(value, lang) if value.endswith(".") else action_title(value, lang)
+
+
 c1, c2, c3 = st.columns(3)
-actor = c1.selectbox(ctx.t("ap.actor"), [None, *facets["actors"]], format_func=lambda v: any_ if v is None else v,
-                     key="audit_actor")
+actor = c1.selectbox(ctx.t("ap.actor"), [None, *facets["actors"]],
+                     format_func=lambda v: any_ if v is None else actor_title(v, lang), key="audit_actor")
 prefix = c2.selectbox(ctx.t("ap.action"), [None, *facets["action_prefixes"], *facets["actions"]],
-                      format_func=lambda v: any_ if v is None else (v + "*" if v.endswith(".") else v),
-                      key="audit_action")
+                      format_func=action_option, key="audit_action")
 target_type = c3.selectbox(ctx.t("ap.target_type"), [None, *facets["target_types"]],
-                           format_func=lambda v: any_ if v is None else v, key="audit_target_type")
+                           format_func=lambda v: any_ if v is None else what_title(v, lang), key="audit_target_type")
 c4, c5 = st.columns(2)
-today = date.today()
+today = datetime.now(timezone.utc).date()      # the service filters by UTC calendar days
 dates = c4.date_input(ctx.t("ap.dates"), value=(today - timedelta(days=30), today), key="audit_dates")
 text = c5.text_input(ctx.t("ap.text"), key="audit_text")
 
@@ -43,11 +55,16 @@ rows = audit_service.query(ctx.store, ctx.actor, flt, limit=PAGE_ROWS)
 
 st.caption(ctx.t("ap.count", n=total, shown=len(rows)))
 if rows:
+    st.caption(ctx.t("ap.zone", zone=timefmt.zone_name(ctx.store, lang)))
+    names = Names(ctx.store, lang)        # labels, terms, runs and tasks by name, read once per draw
+    zone = settings_service.get(ctx.store, "timezone")
     st.dataframe(pd.DataFrame([{
-        ctx.t("ap.col.at"): r["at"], ctx.t("ap.col.actor"): r["actor"], ctx.t("ap.col.action"): r["action"],
-        ctx.t("ap.col.target_type"): r["target_type"], ctx.t("ap.col.target_id"): r["target_id"],
-        ctx.t("ap.col.details"): ", ".join(f"{k}={v}" for k, v in r["details"].items())} for r in rows]),
-        hide_index=True, width="stretch")
+        ctx.t("ap.col.at"): timefmt.format_timestamp(r["at"], zone, lang),
+        ctx.t("ap.col.actor"): actor_title(r["actor"], lang), ctx.t("ap.col.action"): action_title(r["action"], lang),
+        ctx.t("ap.col.target_type"): what_title(r["target_type"], lang),
+        ctx.t("ap.col.target_id"): target_text(r, names),
+        ctx.t("ap.col.details"): details_text(r["action"], r["details"], names, target_type=r["target_type"])}
+        for r in rows]), hide_index=True, width="stretch")
 else:
     st.info(ctx.t("ap.none"))
 

@@ -113,10 +113,10 @@ def test_audit_page_filters_for_a_supervisor(tmp_path, expert, reviewer, supervi
     at.run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert {"label.propose", "label.approve"} <= set(table["Action"])
+    assert {"proposed a label", "approved a label"} <= set(table["Action"])     # actions in words
     at.selectbox(key="audit_actor").set_value("rei").run()
     assert not at.exception
-    assert list(at.dataframe[0].value["Action"]) == ["label.approve"]
+    assert list(at.dataframe[0].value["Action"]) == ["approved a label"]
     at.selectbox(key="audit_actor").set_value(None).run()
     at.text_input(key="audit_text").input("no-such-text").run()
     assert not at.dataframe and any("No rows" in i.value for i in at.info)
