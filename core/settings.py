@@ -49,7 +49,7 @@ IMAGE_DEFAULTS: dict[str, Any] = {
 def validate_encoder_spec(value: Any) -> str:
     """The encoder spec as stored, or ``settings.bad_encoder``. The encoder registry is the one spec
     parser; it is imported here, lazily, because core.encoders imports torch (and reads settings)."""
-    from core.encoders import example_specs, validate_spec
+    from core.encoders.registry import example_specs, validate_spec
 
     text = str(value or "").strip()
     try:
@@ -61,7 +61,7 @@ def validate_encoder_spec(value: Any) -> str:
 
 
 def _encoder_default() -> str:
-    from core.encoders import DEFAULT_SPEC
+    from core.encoders.registry import DEFAULT_SPEC
 
     return DEFAULT_SPEC
 

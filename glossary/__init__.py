@@ -9,8 +9,7 @@ Pure text: depends on fugashi + unidic-lite only; no torch, no Streamlit, no SQL
 """
 from __future__ import annotations
 
-from pathlib import Path
-
+from .csvio import starter_path
 from .lookup import Glossary, replace_entry
 from .model import (AUTO_TIERS, STATUSES, TIERS, Collision, GlossaryCSVError, GlossaryEntry, GlossaryError,
                     LookupResult, Suggestion)
@@ -22,9 +21,3 @@ __all__ = [
     "starter_path", "TIERS", "AUTO_TIERS", "STATUSES", "replace_entry",
 ]
 
-
-def starter_path() -> Path:
-    """Path of the bundled starter glossary (``glossary/data/starter_glossary.csv``)."""
-    from importlib.resources import files
-
-    return Path(str(files(__name__).joinpath("data", "starter_glossary.csv")))

@@ -12,6 +12,7 @@ the reader strips exactly one leading apostrophe, so ``read_csv(write_csv(x)) ==
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 import io
 import os
 from typing import IO, Iterable
@@ -19,7 +20,7 @@ from typing import IO, Iterable
 from .csvsafe import SafeWriter, unescape_cell
 from .model import STATUSES, GlossaryCSVError, GlossaryEntry, GlossaryError, validate_entry
 
-__all__ = ["COLUMNS", "REQUIRED", "read_csv", "write_csv"]
+__all__ = ["COLUMNS", "REQUIRED", "read_csv", "write_csv", "starter_path"]
 
 COLUMNS = ("id", "canonical", "reading", "en", "embed_text", "aliases", "distinct_from", "notes", "status")
 REQUIRED = ("id", "canonical")
@@ -169,3 +170,10 @@ def write_csv(entries: Iterable[GlossaryEntry], dest: "str | os.PathLike | IO | 
     else:
         dest.write(text)
     return None
+
+
+def starter_path() -> Path:
+    """Path of the bundled starter glossary (``glossary/data/starter_glossary.csv``)."""
+    from importlib.resources import files
+
+    return Path(str(files("glossary").joinpath("data", "starter_glossary.csv")))

@@ -254,7 +254,7 @@ class Glossary:
 
     @classmethod
     def starter(cls) -> "Glossary":
-        from . import starter_path
+        from .csvio import starter_path
 
         return cls.from_csv(starter_path())
 
