@@ -97,6 +97,8 @@ def fill_missing(store: Store, *, limit: int = FILL_BATCH, device: str = "cpu",
     Called by the idle worker between polls, so a queued train job waits at most one small batch."""
     written = 0
     for target in _targets(store):
+        if should_stop is not None and should_stop():   # a job is waiting: it goes first
+            break
         encoder, model = _model_for(store, target)
         cache = cache_for(store, encoder, model, target.views)
         if cache is None:
