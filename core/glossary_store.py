@@ -61,7 +61,7 @@ def seed_if_empty(store: Store) -> int:
         starter = Glossary.from_csv(starter_path())
         for entry in starter.entries:
             row = _row_from_entry(entry) | {"version": 1, "updated_by": "system", "updated_at": now_iso()}
-            store.db["glossary_entries"].insert(row)
+            store.insert("glossary_entries", row)
         _bump_revision(store)
         store.audit("system", "glossary.seed", "glossary", None, entries=len(starter.entries))
         return len(starter.entries)
@@ -153,7 +153,7 @@ def save_entry(store: Store, actor: Actor, entry: GlossaryEntry, expected_versio
                 raise UserError("glossary.id_exists", id=entry.id)
             if not publisher:
                 _refuse_taken_forms(store, entry)
-            store.db["glossary_entries"].insert(row | {"version": 1, "updated_by": actor.username,
+            store.insert("glossary_entries", row | {"version": 1, "updated_by": actor.username,
                                                        "updated_at": now_iso()})
             store.audit(actor.username, "glossary.create", "glossary", entry.id, **row)
         else:
@@ -163,7 +163,7 @@ def save_entry(store: Store, actor: Actor, entry: GlossaryEntry, expected_versio
                 raise UserError("err.stale_version", what=entry.id, yours=expected_version,
                                 current=current["version"])
             changes = {k: [current[k], row[k]] for k in _FIELDS if current[k] != row[k]}
-            store.db["glossary_entries"].update(entry.id, row | {
+            store.update("glossary_entries", entry.id, row | {
                 "version": current["version"] + 1, "updated_by": actor.username, "updated_at": now_iso()})
             store.audit(actor.username, "glossary.update", "glossary", entry.id, changes=changes)
         _bump_revision(store)

@@ -72,11 +72,11 @@ def enqueue(store: Store, actor: Actor | str, kind: str, payload: dict | None = 
     """Add a job; returns its id. Callers check permissions (this is also used by services)."""
     username = actor.username if isinstance(actor, Actor) else str(actor)
     with store.transaction():
-        job_id = store.db["jobs"].insert({
+        job_id = store.insert("jobs", {
             "kind": kind, "run_id": run_id, "payload": json.dumps(payload or {}, ensure_ascii=False),
             "status": "queued", "progress": 0.0, "message": "", "detail": "{}",
             "cancel_requested": 0, "attempts": 0, "created_by": username, "created_at": now_iso(),
-        }).last_pk
+        })
         store.audit(username, "job.enqueue", "job", job_id, kind=kind, run_id=run_id, payload=payload or {})
     return int(job_id)
 

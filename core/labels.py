@@ -126,11 +126,11 @@ def propose(store: Store, actor: Actor, name: str, *, lang: str | None = None, e
             else:
                 raise UserError("labels.needs_entry", name=name, tier=result.tier)
         _refuse_duplicate(store, name, entry_id)
-        label_id = store.db["labels"].insert({
+        label_id = store.insert("labels", {
             "name": name, "name_key": basic_key(name), "lang": lang or detect_lang(name),
             "entry_id": entry_id, "status": "proposed", "version": 1, "created_by": actor.username,
             "created_at": now_iso(), "updated_by": actor.username, "updated_at": now_iso(),
-        }).last_pk
+        })
         store.audit(actor.username, "label.propose", "label", label_id, name=name, entry_id=entry_id, match=how)
     return get_label(store, label_id)
 
@@ -301,7 +301,7 @@ def add_alias(store: Store, actor: Actor, label_id: int, text: str) -> dict:
 
 
 def _add_alias_row(store: Store, actor: Actor, label_id: int, text: str) -> None:
-    store.db["label_aliases"].insert({"label_id": label_id, "text": text, "created_by": actor.username,
+    store.insert("label_aliases", {"label_id": label_id, "text": text, "created_by": actor.username,
                                       "created_at": now_iso()})
 
 

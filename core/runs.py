@@ -115,9 +115,9 @@ def create_run(store: Store, actor: Actor, name: str, *, encoder: str | None = N
     spec = validate_spec(spec)
     cfg = default_config(spec, **clean_overrides(config, "run"))
     with store.transaction():
-        run_id = store.db["runs"].insert({
+        run_id = store.insert("runs", {
             "name": name, "encoder": spec, "config": cfg.to_json(), "status": "active",
-            "created_by": actor.username, "created_at": now_iso()}).last_pk
+            "created_by": actor.username, "created_at": now_iso()})
         store.audit(actor.username, "run.create", "run", run_id, name=name, encoder=spec,
                     config=dataclasses.asdict(cfg))
     return get_run(store, run_id)

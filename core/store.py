@@ -1,4 +1,4 @@
-"""One SQLite database (via sqlite-utils) for everything the app and the worker share.
+"""One SQLite database for everything the app and the worker share (plain sqlite3, parameterised SQL only).
 
 WAL mode lets the Streamlit process read while the worker writes; the busy timeout makes a writer
 wait for the other process instead of failing. The schema is versioned with ``PRAGMA user_version``
@@ -25,8 +25,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
-
-import sqlite_utils
 
 from core.i18n import UserError
 
@@ -265,7 +263,7 @@ def _translate(exc: sqlite3.Error) -> BaseException:
 
 
 class _Connection(sqlite3.Connection):
-    """Every statement, also those sqlite-utils runs, turns a storage failure into a StorageError."""
+    """Every statement turns a storage failure into a StorageError."""
 
     def execute(self, *args, **kwargs):
         try:
@@ -400,7 +398,6 @@ class Store:
         for name in DB_FILES[1:]:        # -wal/-shm left by an older version with looser modes
             _make_private(self.home / name, DB_FILE_MODE)
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
         self._tx_depth = 0
         self.migrate()
@@ -467,6 +464,23 @@ class Store:
         with self._lock:
             return self.conn.execute(sql, params)
 
+    # One SQL style for the whole project: parameterised statements through this class. The two helpers
+    # below only spell out INSERT/UPDATE from a dict; table and column names come from the code (checked
+    # against a strict identifier pattern), values always travel as parameters.
+    def insert(self, table: str, row: dict[str, Any], replace: bool = False) -> int:
+        """Insert ``row`` into ``table``; returns the new rowid (the INTEGER PRIMARY KEY)."""
+        columns = [_identifier(table), *(_identifier(c) for c in row)]
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        sql = (f"{verb} INTO {columns[0]} ({', '.join(columns[1:])}) "  # nosec B608  # identifiers checked, values bound
+               f"VALUES ({', '.join('?' * len(row))})")
+        return int(self.execute(sql, tuple(_scalar(v) for v in row.values())).lastrowid)
+
+    def update(self, table: str, key: Any, changes: dict[str, Any], key_column: str = "id") -> int:
+        """``UPDATE table SET … WHERE key_column = key``; returns the number of rows changed."""
+        assignments = ", ".join(f"{_identifier(c)} = ?" for c in changes)
+        sql = f"UPDATE {_identifier(table)} SET {assignments} WHERE {_identifier(key_column)} = ?"  # nosec B608  # identifiers checked
+        return self.execute(sql, (*(_scalar(v) for v in changes.values()), key)).rowcount
+
     def close(self) -> None:
         self.conn.close()
 
@@ -498,6 +512,22 @@ class Store:
     def get_setting(self, key: str, default: Any = None) -> Any:
         row = self.query_one("SELECT value FROM settings WHERE key = ?", (key,))
         return default if row is None else json.loads(row["value"])
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _identifier(name: str) -> str:
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return name
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bytes)):
+        return value
+    raise TypeError(f"store values must be str, int, float, bytes or None, not {type(value).__name__}: "
+                    "serialise structured values (json.dumps) where the schema says TEXT")
 
 
 def _split_sql(script: str) -> list[str]:

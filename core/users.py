@@ -103,7 +103,7 @@ def create_user(store: Store, actor: Actor, username: str, password: str, role: 
     with store.transaction():
         if store.query_one("SELECT id FROM users WHERE username = ?", (username,)):
             raise UserError("auth.user_exists", username=username)
-        store.db["users"].insert({"username": username, "password_hash": _hasher.hash(password), "role": role,
+        store.insert("users", {"username": username, "password_hash": _hasher.hash(password), "role": role,
                                   "active": 1, "failed_logins": 0, "created_at": now_iso(), "version": 1})
         store.audit(actor.username, "user.create", "user", username, role=role)
     return get_user(store, username)
@@ -259,7 +259,7 @@ def ensure_admin(store: Store, echo=print) -> str | None:
         if given:
             check_password(given, "admin")      # the operator's choice obeys the same rule
         password = given or secrets.token_urlsafe(18)
-        store.db["users"].insert({"username": "admin", "password_hash": _hasher.hash(password), "role": "admin",
+        store.insert("users", {"username": "admin", "password_hash": _hasher.hash(password), "role": "admin",
                                   "active": 1, "failed_logins": 0, "created_at": now_iso(), "version": 1})
         store.audit("system", "user.create", "user", "admin", role="admin", bootstrap=True)
     if given:

@@ -120,7 +120,7 @@ def test_lookups_are_thread_safe_and_cached(monkeypatch):
 
 def test_first_review_of_a_hundred_labels_looks_them_up_in_one_batch(store, expert, monkeypatch):
     for i, name in enumerate(["自動車", "猫", "犬", "馬", "牛", "鳥", "魚", "船", "電車", "椅子"] * 10):
-        store.db["labels"].insert({"name": f"{name}{i}", "name_key": f"{name}{i}", "lang": "ja",
+        store.insert("labels", {"name": f"{name}{i}", "name_key": f"{name}{i}", "lang": "ja",
                                    "status": "approved", "created_by": "t", "created_at": "now"})
     labels.propose(store, expert, "くるま", create_entry=True)
     dictionary.clear_caches()

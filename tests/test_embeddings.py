@@ -82,8 +82,8 @@ def test_progress_is_reported_while_computing(store):
 
 def _label(store, name, entry=None):
     if entry:
-        store.db["glossary_entries"].insert(entry, replace=True)
-    store.db["labels"].insert({"name": name, "name_key": name, "lang": "ja", "status": "approved",
+        store.insert("glossary_entries", entry, replace=True)
+    store.insert("labels", {"name": name, "name_key": name, "lang": "ja", "status": "approved",
                                "entry_id": entry and entry["id"], "created_by": "t", "created_at": now_iso()})
 
 

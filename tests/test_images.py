@@ -20,9 +20,9 @@ from core.store import Store, now_iso
 # ---- helpers ------------------------------------------------------------------------------------
 def make_label(store: Store, name: str, status: str = "approved", entry_id: str | None = None) -> int:
     """A label row as core.labels would leave it (inserted directly: ingestion needs no glossary)."""
-    return store.db["labels"].insert({
+    return store.insert("labels", {
         "name": name, "name_key": name.casefold(), "lang": "en", "entry_id": entry_id, "status": status,
-        "version": 1, "created_by": "test", "created_at": now_iso()}).last_pk
+        "version": 1, "created_by": "test", "created_at": now_iso()})
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -262,11 +262,14 @@ def test_one_bad_file_does_not_abort_the_batch(store, expert, label):
 
 
 def test_failed_database_write_leaves_no_file(store, expert, label, outside, monkeypatch):
-    import sqlite_utils.db
+    from core.store import Store
 
-    def broken_insert(self, *a, **kw):
+    def broken_insert(self, table, *a, **kw):
+        if table != "images":
+            return real_insert(self, table, *a, **kw)
         raise OSError("disk on fire")
-    monkeypatch.setattr(sqlite_utils.db.Table, "insert", broken_insert)
+    real_insert = Store.insert
+    monkeypatch.setattr(Store, "insert", broken_insert)
     results = images.ingest_uploads(store, expert, label, [("a.jpg", jpeg(30)), ("b.jpg", jpeg(31))])
     assert [r.message_key for r in results] == ["images.store_failed"] * 2
     assert "disk on fire" in results[0].message("en") and "保存できませんでした" in results[0].message("ja")

@@ -14,7 +14,7 @@ from tests.test_images import jpeg, make_label
 
 
 def _entry(store, entry_id: str, canonical: str) -> str:
-    store.db["glossary_entries"].insert({"id": entry_id, "canonical": canonical, "en": ""})
+    store.insert("glossary_entries", {"id": entry_id, "canonical": canonical, "en": ""})
     return entry_id
 
 

@@ -17,12 +17,12 @@ from core.store import Store, now_iso
 
 def make_run(store: Store, n_tasks: int, name: str = "r") -> tuple[int, list[int]]:
     """A run with ``n_tasks`` queued tasks and their train jobs (rows only: no training here)."""
-    run_id = store.db["runs"].insert({"name": name, "encoder": "tiny-test", "config": "{}", "status": "active",
-                                      "created_by": "t", "created_at": now_iso()}).last_pk
+    run_id = store.insert("runs", {"name": name, "encoder": "tiny-test", "config": "{}", "status": "active",
+                                      "created_by": "t", "created_at": now_iso()})
     job_ids = []
     for idx in range(n_tasks):
-        task_id = store.db["tasks"].insert({"run_id": run_id, "idx": idx, "label_ids": json.dumps([idx]),
-                                            "status": "queued", "created_at": now_iso()}).last_pk
+        task_id = store.insert("tasks", {"run_id": run_id, "idx": idx, "label_ids": json.dumps([idx]),
+                                            "status": "queued", "created_at": now_iso()})
         job_ids.append(jobs.enqueue(store, "t", "train", {"task_id": task_id, "task_idx": idx}, run_id=run_id))
     return run_id, job_ids
 

@@ -86,7 +86,7 @@ def test_merge_moves_aliases_and_images(store, expert, reviewer):
     labels.approve(store, reviewer, keep["id"])
     gone = labels.propose(store, expert, "汚れ")
     labels.add_alias(store, expert, gone["id"], "しみ")
-    store.db["images"].insert({"sha256": "ab" * 32, "path": "images/x.png", "label_id": gone["id"],
+    store.insert("images", {"sha256": "ab" * 32, "path": "images/x.png", "label_id": gone["id"],
                                "split": "train", "width": 1, "height": 1, "bytes": 1,
                                "uploaded_by": "eri", "uploaded_at": "now"})
     survivor = labels.merge(store, reviewer, gone["id"], keep["id"])
@@ -175,9 +175,9 @@ def test_relink_changes_what_the_encoder_sees(store, expert, reviewer):
 
 def test_relink_is_refused_while_the_label_is_being_trained(store, expert, reviewer):
     label = labels.approve(store, reviewer, labels.propose(store, expert, "錆")["id"])
-    run = store.db["runs"].insert({"name": "r", "encoder": "e5", "config": "{}", "created_by": "rei",
-                                   "created_at": "now"}).last_pk
-    store.db["tasks"].insert({"run_id": run, "idx": 0, "label_ids": f"[{label['id']}]", "status": "queued",
+    run = store.insert("runs", {"name": "r", "encoder": "e5", "config": "{}", "created_by": "rei",
+                                   "created_at": "now"})
+    store.insert("tasks", {"run_id": run, "idx": 0, "label_ids": f"[{label['id']}]", "status": "queued",
                               "created_at": "now"})
     with pytest.raises(UserError) as err:
         labels.relink(store, reviewer, label["id"], create_entry=True)

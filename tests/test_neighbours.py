@@ -25,8 +25,8 @@ def e5():
 
 
 def _insert(store, name, status):
-    return store.db["labels"].insert({"name": name, "name_key": name, "lang": "ja", "status": status,
-                                      "created_by": "t", "created_at": now_iso()}).last_pk
+    return store.insert("labels", {"name": name, "name_key": name, "lang": "ja", "status": status,
+                                      "created_by": "t", "created_at": now_iso()})
 
 
 @pytest.fixture(scope="module")

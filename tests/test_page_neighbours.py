@@ -26,7 +26,7 @@ def _home(tmp_path, labels=()):
     store = Store(tmp_path)
     settings.update(store, SYSTEM, {"encoder": "tiny-test"})
     for name, status in labels:
-        store.db["labels"].insert({"name": name, "name_key": name, "lang": "ja", "status": status,
+        store.insert("labels", {"name": name, "name_key": name, "lang": "ja", "status": status,
                                    "created_by": "alice", "created_at": now_iso()})
     store.close()
     return str(tmp_path)

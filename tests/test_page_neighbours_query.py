@@ -22,7 +22,7 @@ def home(sgcl_home, monkeypatch):
     store = Store(sgcl_home)
     settings.update(store, SYSTEM, {"encoder": "tiny-test"})
     for name in ("オートバイ", "自転車", "擦り傷", "scratch"):
-        store.db["labels"].insert({"name": name, "name_key": name, "lang": "ja", "status": "approved",
+        store.insert("labels", {"name": name, "name_key": name, "lang": "ja", "status": "approved",
                                    "created_by": "alice", "created_at": now_iso()})
     store.close()
     return sgcl_home

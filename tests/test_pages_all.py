@@ -167,7 +167,7 @@ def _done_task(store: Store, run_id: int, ids: list[int], overrides: dict | None
                   "worker = 'test' WHERE id = ?", (now_iso(), now_iso(), queued["job_id"]))
     store.execute("UPDATE tasks SET status = 'done' WHERE id = ?", (queued["task"]["id"],))
     for u, (acc, rej) in enumerate(zip(accs, rejected)):
-        store.db["metrics"].insert({"run_id": run_id, "trained_task": t, "eval_task": u, "acc": acc,
+        store.insert("metrics", {"run_id": run_id, "trained_task": t, "eval_task": u, "acc": acc,
                                     "acc_task_aware": min(1.0, acc + 0.1), "rejected": rej, "n_classes": 2,
                                     "n_images": 4, "created_at": now_iso()})
     labels.mark_trained(store, SYSTEM, ids)

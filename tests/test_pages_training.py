@@ -80,7 +80,7 @@ def test_soft_label_preview_names_the_nearest_trained_classes(home):
     store = Store(home)
     ids = make_labels(store, ["cat", "dog", "bird"])
     run = runs.create_run(store, EXPERT, "r")
-    store.db["tasks"].insert({"run_id": run["id"], "idx": 0, "label_ids": json.dumps([ids["cat"], ids["dog"]]),
+    store.insert("tasks", {"run_id": run["id"], "idx": 0, "label_ids": json.dumps([ids["cat"], ids["dog"]]),
                               "status": "done", "created_at": now_iso()})
     [preview] = runs.soft_label_preview(store, run["id"], [ids["bird"]], k=2)
     assert preview["name"] == "bird"
@@ -173,10 +173,10 @@ def test_history_compares_two_runs(home):
     for name, accs in (("a", [[0.9], [0.7, 0.8]]), ("b", [[0.8], [0.6, 0.9]])):
         run = runs.create_run(store, EXPERT, name)
         for t, row in enumerate(accs):
-            store.db["tasks"].insert({"run_id": run["id"], "idx": t, "label_ids": json.dumps([10 * t, 10 * t + 1]),
+            store.insert("tasks", {"run_id": run["id"], "idx": t, "label_ids": json.dumps([10 * t, 10 * t + 1]),
                                       "status": "done", "created_at": now_iso()})
             for u, acc in enumerate(row):
-                store.db["metrics"].insert({"run_id": run["id"], "trained_task": t, "eval_task": u, "acc": acc,
+                store.insert("metrics", {"run_id": run["id"], "trained_task": t, "eval_task": u, "acc": acc,
                                             "acc_task_aware": acc, "n_classes": 2, "n_images": 4,
                                             "created_at": now_iso()})
     summary = runs.run_summary(store, 1)["summary"]
@@ -200,10 +200,10 @@ def _finished_run(store: Store, accs: list[list[float]], rejected=None, override
     run = runs.create_run(store, EXPERT, name, config=config)
     for t, row in enumerate(accs):
         cfg = runs.effective_config(run, (overrides or {}).get(t)).to_json()
-        store.db["tasks"].insert({"run_id": run["id"], "idx": t, "label_ids": json.dumps([100 + 2 * t, 101 + 2 * t]),
+        store.insert("tasks", {"run_id": run["id"], "idx": t, "label_ids": json.dumps([100 + 2 * t, 101 + 2 * t]),
                                   "status": "done", "created_at": now_iso(), "config": cfg})
         for u, acc in enumerate(row):
-            store.db["metrics"].insert({
+            store.insert("metrics", {
                 "run_id": run["id"], "trained_task": t, "eval_task": u, "acc": acc, "acc_task_aware": acc,
                 "rejected": None if rejected is None else rejected[t][u], "n_classes": 2, "n_images": 6,
                 "created_at": now_iso()})

@@ -52,7 +52,7 @@ def test_a_label_in_a_queued_first_task_cannot_change_and_the_refusal_says_task_
     store = Store(home)
     label = labels.approve(store, REVIEWER, labels.propose(store, REVIEWER, "錆", create_entry=True)["id"])
     run = runs.create_run(store, EXPERT, "r")
-    store.db["tasks"].insert({"run_id": run["id"], "idx": 0, "label_ids": json.dumps([label["id"]]),
+    store.insert("tasks", {"run_id": run["id"], "idx": 0, "label_ids": json.dumps([label["id"]]),
                               "status": "queued", "created_at": now_iso()})
     with pytest.raises(UserError) as err:
         labels.retire(store, REVIEWER, label["id"])

@@ -9,15 +9,15 @@ from core.store import now_iso
 
 
 def _image(store, label_id, n, split):
-    return store.db["images"].insert({"sha256": f"{n:064x}", "path": f"images/{n}.png", "label_id": label_id,
+    return store.insert("images", {"sha256": f"{n:064x}", "path": f"images/{n}.png", "label_id": label_id,
                                       "split": split, "width": 1, "height": 1, "bytes": 1,
-                                      "uploaded_by": "eri", "uploaded_at": now_iso()}).last_pk
+                                      "uploaded_by": "eri", "uploaded_at": now_iso()})
 
 
 def _task(store, label_ids, status):
-    run_id = store.db["runs"].insert({"name": "r", "encoder": "e5", "config": "{}", "created_by": "rei",
-                                      "created_at": now_iso()}).last_pk
-    store.db["tasks"].insert({"run_id": run_id, "idx": 0, "label_ids": json.dumps(label_ids), "status": status,
+    run_id = store.insert("runs", {"name": "r", "encoder": "e5", "config": "{}", "created_by": "rei",
+                                      "created_at": now_iso()})
+    store.insert("tasks", {"run_id": run_id, "idx": 0, "label_ids": json.dumps(label_ids), "status": status,
                               "created_at": now_iso()})
     return run_id
 

@@ -136,12 +136,12 @@ def _commit(store: Store, actor: Actor, batch: list[_Staged], results: list[Inge
                     rel = f"images/{s.sha}.{s.ext}"
                     os.replace(s.tmp, store.home / rel)
                     placed.append(store.home / rel)
-                    image_id = store.db["images"].insert({
+                    image_id = store.insert("images", {
                         "sha256": s.sha, "path": rel, "label_id": s.label_id, "split": s.split,
                         "width": s.width, "height": s.height, "bytes": s.size,
                         "original_name": display_name(s.item.original_name or base_name(s.item.name)),
                         "uploaded_by": actor.username, "uploaded_at": now_iso(),
-                    }).last_pk
+                    })
                     results[s.index] = _added(s, image_id)
                     touched.add(s.label_id)
                 for label_id in sorted(touched):
