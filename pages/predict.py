@@ -75,6 +75,6 @@ if data is not None:
         right.dataframe(table, hide_index=True, column_config={
             score_col: st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f",
                                                        help=ctx.t("pr.col.score_help")),
-            cosine_col: st.column_config.NumberColumn(help=ctx.t("pr.col.cosine_help"))})
+            cosine_col: st.column_config.NumberColumn(help=ctx.t("pr.col.cosine_help"), format="%.3f")})
         if threshold is not None and not result.get("rejected"):
             right.caption(ctx.t("pr.accepted", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))

@@ -56,20 +56,28 @@ def loss_title(term: str, lang: str) -> str:
 
 # ---- encoder ------------------------------------------------------------------------------------------
 
-def encoder_title(spec: str | None) -> str:
-    """The registry's human title of ``spec`` (e.g. "EfficientNet-Lite0 (ImageNet-1k) + …")."""
-    from core.encoders import describe
+def encoder_title(spec: str | None, lang: str | None = None) -> str:
+    """The registry's human title of ``spec`` (e.g. "EfficientNet-Lite0 (ImageNet-1k) + …"); descriptive
+    parts (the scratch tower, the tiny test model) in the reader's language (``encoder.part.<name>``)."""
+    from core.encoders import BACKBONES, TEXT_TOWERS, describe
     from core.i18n import UserError
 
     try:
-        return describe(spec).title
+        info = describe(spec)
     except UserError:
         return str(spec)
+
+    def part(name: str, fallback: str) -> str:
+        return t(f"encoder.part.{name}", lang) if lang and has(f"encoder.part.{name}") else fallback
+
+    if info.family == "composite":
+        return f"{part(info.backbone, BACKBONES[info.backbone].title)} + {part(info.text, TEXT_TOWERS[info.text].title)}"
+    return part(info.family, info.title)
 
 
 def encoder_text(spec: str | None, lang: str) -> str:
     """Title and spec, e.g. "EfficientNet-Lite0 (ImageNet-1k) + multilingual-e5-small (effnet-lite0+e5)"."""
-    return t("ui.encoder_line", lang, title=encoder_title(spec), spec=spec)
+    return t("ui.encoder_line", lang, title=encoder_title(spec, lang), spec=spec)
 
 
 # ---- configuration -----------------------------------------------------------------------------------

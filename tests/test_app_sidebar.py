@@ -48,3 +48,5 @@ def test_an_encoder_with_random_weights_is_named_and_warned_about(home):
     captions, warnings = _sidebar_texts(home, "en")
     assert any("tiny test model (random weights) (tiny-test)" in c for c in captions), captions
     assert any("random weights" in w for w in warnings)
+    captions, _ = _sidebar_texts(home, "ja")           # descriptive titles in the reader's language
+    assert any("テスト用の小型モデル（ランダムな重み）" in c for c in captions), captions

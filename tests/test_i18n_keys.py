@@ -32,7 +32,7 @@ KEY_CALLS = {"t", "UserError", "StorageError", "NotReadyError", "_LocalisedCSVEr
 KEY_SHAPE = re.compile(r"^[a-z][a-z0-9_]*(\.[A-Za-z0-9_~]+)+$")
 FILE_NAME = re.compile(r"\.(csv|json|py|png|jpe?g|zip|txt|npy|db|pt|po)$")
 # f-string prefixes whose lookups the code guards (``if has(key)`` / ``key in STRINGS``): optional texts.
-GUARDED = {"", "glossary.code."}
+GUARDED = {"", "glossary.code.", "encoder.part."}
 
 
 def _trees() -> dict[Path, ast.AST]:
