@@ -214,24 +214,25 @@ class App:
     def choose(self, key: str, option: str) -> "App":
         """Pick ``option`` (visible text, substring) in a selectbox or multiselect."""
         # Streamlit 1.5x+ draws select boxes as react-aria combo boxes (older ones as baseweb selects).
-        # The list may not open when the click lands during a rerun: retry a few times.
+        # The list may not open when the click lands during a rerun, and on a loaded machine it may
+        # still show the options of the previous run: reopen it a few times before giving up.
         box = self.keyed(key).locator('[role="combobox"], [data-baseweb="select"]').first
         options = self.page.get_by_role("option")
-        for attempt in range(4):
+        offered: list[str] = []
+        for attempt in range(6):
             box.click()
             try:
                 options.first.wait_for(state="visible", timeout=5_000)
-                break
+                wanted = options.filter(has_text=option).first
+                wanted.wait_for(state="visible", timeout=5_000)
+                wanted.click(timeout=10_000)
+                self.page.keyboard.press("Escape")
+                return self.idle()
             except Exception:
+                offered = options.all_inner_texts()
                 self.page.keyboard.press("Escape")
                 self.idle()
-        try:
-            options.filter(has_text=option).first.click(timeout=10_000)
-        except Exception as exc:
-            offered = options.all_inner_texts()
-            raise AssertionError(f"no option containing {option!r} in {key!r}; offered: {offered}") from exc
-        self.page.keyboard.press("Escape")
-        return self.idle()
+        raise AssertionError(f"no option containing {option!r} in {key!r}; offered: {offered}")
 
     def upload(self, key_prefix: str, paths: list[Path]) -> "App":
         self.page.locator(f'[class*="st-key-{key_prefix}"] input[type="file"]').first.set_input_files(
