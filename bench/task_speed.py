@@ -4,7 +4,8 @@ images per class learned in ≤ 15 s after caching; Predict answers in < 0.5 s.
 
     .venv/bin/python bench/task_speed.py /tmp/task-speed-home [/path/to/cifar10] [--classes airplane ship]
 
-Prints: feature caching (images/s), the train job's wall time (feature cache warm), prediction latency.
+Prints: feature caching (images/s), the train job's wall time (feature cache warm), prediction latency,
+and how many test images of trained and of untrained classes Predict rejects.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def main() -> int:
                     default=Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10")
     ap.add_argument("--classes", nargs=2, default=["airplane", "ship"])
     ap.add_argument("--per-class", type=int, default=50, help="images per class (about 80 %% train)")
+    ap.add_argument("--predict-per-class", type=int, default=10, help="test images per class sent to Predict")
     args = ap.parse_args()
     tune_allocator()   # as the worker does
     if args.home.exists():
@@ -73,6 +75,18 @@ def main() -> int:
         predict_image(store, who, run["id"], sample)
         times.append(time.perf_counter() - t2)
     print(f"predict (uploaded image, not cached): median {1000 * statistics.median(times):.0f} ms")
+
+    # What a user sees on Predict: test images of the trained classes should be accepted, images of
+    # classes never trained should be answered "not one of the trained classes".
+    trained, others = set(args.classes), [p for p in sorted((args.data / "test").iterdir()) if p.name not in args.classes]
+    for title, folders in (("trained classes", [args.data / "test" / c for c in args.classes]),
+                           ("untrained classes", others)):
+        answers = [predict_image(store, who, run["id"], f.read_bytes())
+                   for folder in folders for f in sorted(folder.iterdir())[:args.predict_per_class]]
+        rejected = sum(a["rejected"] for a in answers)
+        right = sum(not a["rejected"] and a["predictions"][0]["canonical"] in trained for a in answers)
+        print(f"predict, {title} ({len(answers)} test images): rejected {rejected} "
+              f"({100 * rejected / len(answers):.0f} %)" + (f", accepted and right {right}" if folders[0].name in trained else ""))
     return 0
 
 

@@ -281,7 +281,7 @@ def run_experiment(settings: ExperimentSettings, out: Path | None = None,
             unseen = torch.nonzero(run_eval_labels >= seen).flatten()
             if len(unseen):
                 unknown = Samples(eval_inputs[unseen], run_eval_labels[unseen], unseen)
-                unknown_best = learner.class_scores(unknown.first_view(), W[:seen]).max(1).values
+                unknown_best = learner.familiarity(unknown.first_view(), W[:seen])
                 aurocs.append(auroc(torch.cat(result["max_scores"]), unknown_best))
         summary = summarize(acc, task_classes, acc_aware)
         summary["auroc"] = statistics.fmean(aurocs) if aurocs else None

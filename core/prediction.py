@@ -52,15 +52,21 @@ def _predictor(store: Store, run: dict, path: Path):
         learner = build_learner(encoder, config)
         learner.model.load_trainable_state_dict(saved["learner"]["model"])
         learner.method.load_state_dict(saved["learner"].get("method") or {})
+        if learner.prototypes is not None:
+            learner.prototypes.load_state_dict(saved["learner"].get("prototypes"))
         learner.logit_scale = float(saved["learner"]["logit_scale"])
         table = saved["class_table"]
-        table["prompt_feats"].shape  # noqa: B018 - a damaged table fails here, not mid-prediction
+        learner.num_seen_classes = int(table["prompt_feats"].shape[0])  # a damaged table fails here
+        extra = dict(saved["extra"])
+        if extra.get("reject_score", "class") != learner.familiarity_kind:
+            # a threshold is only meaningful for the score it was calibrated on
+            extra["reject_threshold"] = None
     except UserError:
         raise
     except Exception as exc:  # truncated, tampered or from another model: a message, not a traceback
         raise UserError("predict.bad_checkpoint", name=path.name, reason=type(exc).__name__) from exc
     learner.model.eval()
-    entry = (learner, encoder, table, saved["extra"])
+    entry = (learner, encoder, table, extra)
     with _LOCK:
         _PREDICTORS.clear()  # one model in memory at a time is plenty for a page
         _PREDICTORS[key] = entry
@@ -89,7 +95,8 @@ def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> 
     """Top-``k`` classes for one image with the run's latest completed checkpoint.
 
     Returns ``{"task": idx, "predictions": [{label_id, name, canonical, reading, en, status, score,
-    cosine}], "rejected": bool, "best": cosine of the top class, "threshold": float | None}``.
+    cosine}], "rejected": bool, "best": the image's familiarity (cosine to the nearest trained class's
+    prototype, core/sg/openset.py), "threshold": float | None}``.
     """
     from core.labels import get_label
     from core.runs import get_run
@@ -116,6 +123,7 @@ def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> 
                             "reading": label.get("reading", ""), "en": label.get("en", ""),
                             "status": label["status"], "score": float(prob), "cosine": float(scores[pos])})
     threshold = extra.get("reject_threshold")
-    best = float(scores.max())
+    # the same score the threshold was calibrated on (frozen-feature prototypes, or the class score)
+    best = float(learner.familiarity(inputs, table["prompt_feats"], scores.unsqueeze(0))[0])
     return {"task": int(Path(path).stem.split("-")[1]), "predictions": predictions, "best": best,
             "threshold": threshold, "rejected": threshold is not None and best < float(threshold)}

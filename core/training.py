@@ -307,7 +307,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     extra = {"run_id": run["id"], "task_id": task["id"], "job_id": job["id"], "label_ids": task["label_ids"],
              "attempt_key": _attempt_key(task), "holdout_sizes": [len(h) for h in holdouts],
              "losses": losses, "device": device_name, "saved_at": now_iso(), "method": config.method,
-             "reject_threshold": threshold, "rejected": rejected,
+             "reject_threshold": threshold, "rejected": rejected, "reject_score": learner.familiarity_kind,
              "feature_cache": source.features.slug if source.features is not None else None}
     progress.phase(0.95, "saving")
     save_checkpoint(out_path, learner, table, acc, aware, classes_per_task, extra)

@@ -1,6 +1,6 @@
 """Predict: classify one image with a run's latest completed task, and say so plainly when the image is
-not one of the classes the model was trained on (its best cosine is below the threshold calibrated on
-the trained classes' holdout images)."""
+not one of the classes the model was trained on (its familiarity — core/sg/openset.py — is below the
+threshold calibrated on the trained classes' holdout images)."""
 from __future__ import annotations
 
 import pandas as pd

@@ -34,6 +34,7 @@ from .losses import soft_label_matrix
 from .memory import ExemplarMemory
 from .methods import Method, StepOutputs, get_method
 from .models import SplitImageModel
+from .openset import ClassPrototypes
 
 __all__ = ["Cancelled", "LearnerConfig", "ContinualLearner", "TaskStep", "resolve_device"]
 
@@ -136,6 +137,8 @@ class ContinualLearner:
         self.exemplar_data: Samples | None = None
         self.tasks_done = 0
         self.num_seen_classes = 0
+        # familiarity prototypes (core/sg/openset.py) only where the backbone features never change
+        self.prototypes = ClassPrototypes() if callable(getattr(model, "frozen_features", None)) else None
 
     def _new_memory(self) -> ExemplarMemory:
         if not self.method.uses_memory:
@@ -209,6 +212,9 @@ class ContinualLearner:
             progress({"task": task_index, "epoch": 0, "epochs": 1, "batch": 1, "batches": 1, "fraction": 1.0,
                       "loss": 0.0, "images_per_s": 0.0})
         method.after_task(self, step, train_samples)
+        if self.prototypes is not None:
+            self.prototypes.add(self.backbone_features(train_samples.first_view()), train_samples.labels,
+                                step.new_class_ids)
         if method.uses_memory:
             self._update_memory(train_samples, sorted(step.new_class_ids))
         self.tasks_done += 1
@@ -366,6 +372,25 @@ class ContinualLearner:
         return self.method.class_scores(self, inputs, prompt_feats)
 
     @torch.no_grad()
+    def familiarity(self, inputs: torch.Tensor, prompt_feats: torch.Tensor,
+                    class_scores: torch.Tensor | None = None) -> torch.Tensor:
+        """(n,) how much each input looks like a trained class — what "not one of the trained classes"
+        is decided on: the best cosine to the frozen-feature class prototypes when every seen class has
+        one, else the best class score (``class_scores`` when the caller has them already)."""
+        n = prompt_feats.shape[0]
+        if self.prototypes is not None and self.prototypes.covers(n):
+            return self.prototypes.best(self.backbone_features(inputs), n)
+        if class_scores is None:
+            class_scores = self.class_scores(inputs, prompt_feats)
+        return class_scores.max(1).values
+
+    @property
+    def familiarity_kind(self) -> str:
+        """"prototype" or "class": which score :meth:`familiarity` uses for the classes seen so far."""
+        usable = self.prototypes is not None and self.prototypes.covers(self.num_seen_classes)
+        return "prototype" if usable else "class"
+
+    @torch.no_grad()
     def predict(self, inputs: torch.Tensor, prompt_feats: torch.Tensor) -> torch.Tensor:
         """Class probabilities softmax(s·scores) over the rows of ``prompt_feats`` (CPU, float32)."""
         return torch.softmax(self.logit_scale * self.class_scores(inputs, prompt_feats), dim=1)
@@ -376,7 +401,7 @@ class ContinualLearner:
         """Accuracy per task: task-agnostic (argmax over all rows of ``prompt_feats``) and task-aware
         (argmax within the task's own classes).  Returns {"acc": [..], "acc_task_aware": [..]} with
         fractions in [0, 1] (NaN for a task without holdout samples); with ``return_scores`` also
-        ``"max_scores"``: per task, the best class score of each sample (rejection calibration)."""
+        ``"max_scores"``: per task, the :meth:`familiarity` of each sample (rejection calibration)."""
         acc, acc_aware, best = [], [], []
         for u, dataset in enumerate(samples_by_task):
             if len(dataset) == 0:
@@ -390,7 +415,8 @@ class ContinualLearner:
             own = torch.as_tensor(list(classes_per_task[u]), dtype=torch.long)
             aware_pred = own[scores[:, own].argmax(1)]
             acc_aware.append(float((aware_pred == labels).float().mean()))
-            best.append(scores.max(1).values)
+            if return_scores:
+                best.append(self.familiarity(dataset.first_view(), prompt_feats, scores))
         result = {"acc": acc, "acc_task_aware": acc_aware}
         if return_scores:
             result["max_scores"] = best
@@ -402,6 +428,7 @@ class ContinualLearner:
         task count, RNG."""
         return {"model": self.model.trainable_state_dict(),
                 "method": self.method.state_dict(),
+                "prototypes": self.prototypes.state_dict() if self.prototypes is not None else {},
                 "memory": self.memory.state_dict(),
                 "config": self.config.to_json(),
                 "logit_scale": self.logit_scale,
@@ -416,6 +443,8 @@ class ContinualLearner:
         if self.method.name != self.config.method:
             self.method = get_method(self.config.method)
         self.method.load_state_dict(state.get("method") or {})
+        if self.prototypes is not None:  # a checkpoint from before prototypes has none: class scores then
+            self.prototypes.load_state_dict(state.get("prototypes"))
         self.model.load_trainable_state_dict(state["model"])
         self.logit_scale = float(state["logit_scale"])
         self.memory = ExemplarMemory()

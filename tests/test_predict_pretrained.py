@@ -1,0 +1,66 @@
+"""Predict with the embedded default (frozen EfficientNet-Lite0 + USE-m3) through the services: the
+"not one of the trained classes" answer uses the very score its threshold was calibrated on.
+
+A handful of generated images, the real backbone: the train job calibrates the threshold on the
+holdout images and records the rejection rate; Predict, sent those same holdout images as uploads,
+must reject exactly that fraction (a predictor that lost the class prototypes, or compared a class
+score with a prototype threshold, rejects everything or nothing)."""
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+
+from core import images, jobs, labels, runs
+from core.auth import Actor
+from core.prediction import predict_image
+from core.sg.checkpoint import load_checkpoint
+from core.store import Store
+from core.training import checkpoint_path, run_train_job
+
+WHO = Actor("rei", "reviewer")
+
+
+def _image(rng: random.Random, base: tuple[int, int, int], stripes: bool) -> bytes:
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (64, 64), tuple(max(0, min(255, c + rng.randint(-25, 25))) for c in base))
+    draw = ImageDraw.Draw(img)
+    for i in range(0, 64, 8):
+        if stripes:
+            draw.line((i, 0, i, 63), fill=(250, 250, 250), width=2)
+        else:
+            draw.ellipse((rng.randrange(48), rng.randrange(48), rng.randrange(48, 64), rng.randrange(48, 64)),
+                         outline=(20, 20, 20))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+def test_predict_rejects_holdout_images_exactly_as_the_calibration_did(tmp_path, monkeypatch):
+    monkeypatch.delenv("SGCL_ENCODER", raising=False)
+    store = Store(tmp_path / "home")
+    rng = random.Random(0)
+    ids = []
+    for name, colour, stripes in (("stripes", (200, 40, 40), True), ("rings", (40, 60, 200), False)):
+        label = labels.propose(store, WHO, name, create_entry=True)
+        labels.approve(store, WHO, label["id"])
+        images.ingest_uploads(store, WHO, label["id"],
+                              [(f"{name}{i}.png", _image(rng, colour, stripes)) for i in range(14)])
+        ids.append(label["id"])
+    run = runs.create_run(store, WHO, "pretrained", config={"epochs": 2})
+    assert run["encoder"] == "effnet-lite0+use-m3"
+    runs.request_task(store, WHO, run["id"], ids)
+    run_train_job(store, jobs.claim(store, "test-worker"), worker_id="test-worker", device="cpu")
+
+    extra = load_checkpoint(checkpoint_path(store, run["id"], 0))["extra"]
+    assert extra["reject_score"] == "prototype" and extra["reject_threshold"] is not None
+    holdout = store.query("SELECT path FROM images WHERE split = 'holdout' ORDER BY id")
+    assert len(holdout) >= 2
+    answers = [predict_image(store, WHO, run["id"], (store.home / r["path"]).read_bytes()) for r in holdout]
+    assert all(a["threshold"] == pytest.approx(extra["reject_threshold"]) for a in answers)
+    rejected = sum(a["rejected"] for a in answers) / len(answers)
+    assert rejected == pytest.approx(extra["rejected"][0], abs=1e-6)
+    assert rejected < 0.5          # calibrated to accept about 95 % of them
