@@ -25,22 +25,13 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _imports(path: Path, module: str) -> list[str]:
-    """Every module name imported anywhere in ``path`` (not inside ``if TYPE_CHECKING:``)."""
+    """Every module name imported anywhere in ``path``, function-level and ``if TYPE_CHECKING:`` imports
+    included: a type-only import still makes two modules depend on each other."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: list[str] = []
 
     def visit(node):
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             found.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .data import Samples, augment_batch, normalize_batch
 from .losses import soft_label_matrix
 from .memory import ExemplarMemory
-from .methods import Method, StepOutputs, get_method
+from .methods import Method, StepOutputs, TaskStep, get_method
 from .models import SplitImageModel
 from .openset import ClassPrototypes
 
@@ -95,22 +95,6 @@ class LearnerConfig:
         """Fields a user may set at ``scope`` ("task": per-task overrides; "run": also at run creation)."""
         scopes = ("task",) if scope == "task" else ("task", "run")
         return {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("scope") in scopes}
-
-
-@dataclass
-class TaskStep:
-    """Everything a training step of one task needs, built once per task by ``prepare_task``."""
-
-    task_index: int
-    new_class_ids: list
-    W: torch.Tensor          # (N, D) prompt features of all seen classes
-    W_old: torch.Tensor      # (M, D) prompt features of the old classes
-    old_index: torch.Tensor  # (M,) rows of the old classes
-    soft: torch.Tensor       # (N, N) SG-RL soft targets
-    inter: torch.Tensor      # (N, M) A = U·W_oldᵀ for the SG-KD adjustment
-    teacher: Optional[torch.nn.Module]
-    optimizer: Optional[torch.optim.Optimizer]
-    scaler: Optional[object]
 
 
 def resolve_device(name: str) -> torch.device:

@@ -9,7 +9,24 @@ import torch.nn.functional as F
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.sg.data import Samples
-    from core.sg.learner import ContinualLearner, TaskStep
+# "ContinualLearner" in the annotations below is core.sg.learner's template; it is not imported, not even
+# for type checking, because the learner imports this module (no import cycle, tests/test_architecture.py).
+
+@dataclass
+class TaskStep:
+    """Everything a training step of one task needs, built once per task by ``prepare_task``."""
+
+    task_index: int
+    new_class_ids: list
+    W: torch.Tensor          # (N, D) prompt features of all seen classes
+    W_old: torch.Tensor      # (M, D) prompt features of the old classes
+    old_index: torch.Tensor  # (M,) rows of the old classes
+    soft: torch.Tensor       # (N, N) SG-RL soft targets
+    inter: torch.Tensor      # (N, M) A = U·W_oldᵀ for the SG-KD adjustment
+    teacher: Optional[torch.nn.Module]
+    optimizer: Optional[torch.optim.Optimizer]
+    scaler: Optional[object]
+
 
 METHODS: dict[str, type["Method"]] = {}
 
