@@ -50,13 +50,13 @@ def _predictor(store: Store, run: dict, path: Path):
         config.device = "cpu"
         encoder = load_encoder(run["encoder"], store.home)
         learner = build_learner(encoder, config)
-        learner.model.load_trainable_state_dict(saved["learner"]["model"])
-        learner.method.load_state_dict(saved["learner"].get("method") or {})
-        if learner.prototypes is not None:
-            learner.prototypes.load_state_dict(saved["learner"].get("prototypes"))
-        learner.logit_scale = float(saved["learner"]["logit_scale"])
+        learner.load_state_dict(saved["learner"], inference_only=True)
         table = saved["class_table"]
-        learner.num_seen_classes = int(table["prompt_feats"].shape[0])  # a damaged table fails here
+        if int(table["prompt_feats"].shape[0]) != learner.num_seen_classes:  # a damaged table fails here
+            raise ValueError("class table and model disagree")
+        learner.config.device = "cpu"
+        if learner.familiarity_kind == "prototype":  # tampered prototypes fail here, not mid-prediction
+            learner.prototypes.best(torch.zeros(1, learner.model.num_features), learner.num_seen_classes)
         extra = dict(saved["extra"])
         if extra.get("reject_score", "class") != learner.familiarity_kind:
             # a threshold is only meaningful for the score it was calibrated on

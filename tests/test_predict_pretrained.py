@@ -4,16 +4,18 @@
 A handful of generated images, the real backbone: the train job calibrates the threshold on the
 holdout images and records the rejection rate; Predict, sent those same holdout images as uploads,
 must reject exactly that fraction (a predictor that lost the class prototypes, or compared a class
-score with a prototype threshold, rejects everything or nothing)."""
+score with a prototype threshold, rejects everything or nothing); tampered prototypes are a message."""
 from __future__ import annotations
 
 import io
 import random
 
 import pytest
+import torch
 
 from core import images, jobs, labels, runs
 from core.auth import Actor
+from core.i18n import UserError
 from core.prediction import predict_image
 from core.sg.checkpoint import load_checkpoint
 from core.store import Store
@@ -64,3 +66,13 @@ def test_predict_rejects_holdout_images_exactly_as_the_calibration_did(tmp_path,
     rejected = sum(a["rejected"] for a in answers) / len(answers)
     assert rejected == pytest.approx(extra["rejected"][0], abs=1e-6)
     assert rejected < 0.5          # calibrated to accept about 95 % of them
+
+    # a checkpoint whose prototypes were tampered with is a message in both languages, not a traceback
+    path = checkpoint_path(store, run["id"], 0)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved["learner"]["prototypes"]["0"] = torch.zeros(5)
+    torch.save(saved, path)
+    with pytest.raises(UserError) as err:
+        predict_image(store, WHO, run["id"], (store.home / holdout[0]["path"]).read_bytes())
+    assert err.value.key == "predict.bad_checkpoint"
+    assert path.name in err.value.message("ja") and path.name in err.value.message("en")

@@ -420,9 +420,12 @@ class ContinualLearner:
                 "num_seen_classes": self.num_seen_classes,
                 "generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict, exemplar_source: Samples | None = None) -> None:
+    def load_state_dict(self, state: dict, exemplar_source: Samples | None = None,
+                        inference_only: bool = False) -> None:
         """Restore from :meth:`state_dict`.  ``exemplar_source`` must contain every exemplar id
-        (e.g. the union of the previous tasks' training samples); the inputs are taken from it."""
+        (e.g. the union of the previous tasks' training samples); the inputs are taken from it.
+        ``inference_only``: restore what prediction needs and leave the exemplars' inputs unloaded
+        (the learner can then score images but not train a next task)."""
         self.config = LearnerConfig.from_json(state["config"])
         if self.method.name != self.config.method:
             self.method = get_method(self.config.method)
@@ -437,7 +440,7 @@ class ContinualLearner:
         self.num_seen_classes = int(state["num_seen_classes"])
         self.generator.set_state(state["generator"])
         ids = self.memory.ids()
-        if ids:
+        if ids and not inference_only:
             if exemplar_source is None:
                 raise ValueError("exemplar_source is required: the memory holds exemplar ids")
             self.exemplar_data = exemplar_source.select_ids(ids)
