@@ -78,6 +78,12 @@ def _targets(store: Store) -> list[_Target]:
 
 
 _MODELS: dict[tuple, object] = {}
+_MAX_MODELS = 2      # the active default and one run's other split stay loaded; more are rebuilt
+# Targets found complete, with the ``(count, max id)`` of the images table at that moment: an idle
+# poll skips them (no model load, no per-image stat) until an image is added or removed.
+_COMPLETE: dict[tuple, tuple] = {}
+# Images whose decode failed, per cache version: not retried by every poll (training reports them).
+_FAILED: set[tuple] = set()
 
 
 def _model_for(store: Store, target: _Target):
@@ -86,7 +92,8 @@ def _model_for(store: Store, target: _Target):
     key = (target.spec, target.trainable_blocks)
     if key not in _MODELS:
         encoder = load_encoder(target.spec, store.home)
-        _MODELS.clear()   # one backbone in memory at a time
+        while len(_MODELS) >= _MAX_MODELS:
+            _MODELS.pop(next(iter(_MODELS)))
         _MODELS[key] = (encoder, encoder.build_image_model(trainable_blocks=target.trainable_blocks))
     return _MODELS[key]
 
@@ -96,20 +103,33 @@ def fill_missing(store: Store, *, limit: int = FILL_BATCH, device: str = "cpu",
     """Compute up to ``limit`` missing cache entries (newest images first); returns how many were written.
     Called by the idle worker between polls, so a queued train job waits at most one small batch."""
     written = 0
+    signature = tuple(store.query_one("SELECT COUNT(*) AS n, MAX(id) AS m FROM images").values())
+    rows = None
     for target in _targets(store):
         if should_stop is not None and should_stop():   # a job is waiting: it goes first
             break
+        done_key = (store.home, target.spec, target.trainable_blocks, target.views)
+        if _COMPLETE.get(done_key) == signature:
+            continue
         encoder, model = _model_for(store, target)
         cache = cache_for(store, encoder, model, target.views)
         if cache is None:
             continue
-        rows = store.query("SELECT id, sha256, path FROM images ORDER BY id DESC")
-        missing = [r for r in rows if not cache.has(r["sha256"])][: max(0, limit - written)]
+        if rows is None:
+            rows = store.query("SELECT id, sha256, path FROM images ORDER BY id DESC")
+        missing = [r for r in rows if (store.home, cache.slug, r["sha256"]) not in _FAILED
+                   and not cache.has(r["sha256"])]
         if not missing:
+            _COMPLETE[done_key] = signature
             continue
+        missing = missing[: max(0, limit - written)]
         started = time.perf_counter()
-        written += cache.compute(image_items(store, missing), device, should_stop=should_stop,
-                                 on_error=lambda key, exc: log.warning("cannot cache features of %s: %s", key, exc))
+
+        def failed(key, exc, slug=cache.slug):
+            _FAILED.add((store.home, slug, key))
+            log.warning("cannot cache features of %s: %s", key, exc)
+
+        written += cache.compute(image_items(store, missing), device, should_stop=should_stop, on_error=failed)
         log.info("cached features of %d images for %s in %.1f s", len(missing), cache.slug,
                  time.perf_counter() - started)
         if written >= limit:

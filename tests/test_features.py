@@ -121,3 +121,28 @@ def test_the_idle_worker_precomputes_and_yields_to_a_queued_job(home):
     runs.request_task(home, REVIEWER, run["id"], ids)          # a job is waiting: precompute steps aside
     assert worker.precompute_features() is False
     assert features.fill_missing(home) > 0                      # the dog images were left for later
+
+
+def test_an_idle_poll_on_a_full_cache_loads_no_model_and_a_broken_image_is_not_retried(home, monkeypatch):
+    _labels_with_images(home, ["cat", "dog"], per_label=5)
+    assert features.fill_missing(home) > 0
+    built = []
+    real = features._model_for
+    monkeypatch.setattr(features, "_model_for", lambda store, target: built.append(target) or real(store, target))
+    assert features.fill_missing(home) == 0
+    assert features.fill_missing(home) == 0
+    assert built[1:] == []               # the second idle poll does nothing until the images change
+
+    # an image whose file went bad: tried once, then left to the train job (which reports it)
+    broken = home.query_one("SELECT id, sha256, path FROM images ORDER BY id DESC LIMIT 1")
+    (home.home / broken["path"]).write_bytes(b"not an image")
+    encoder = load_encoder(DEFAULT_SPEC, home.home)
+    cache = features.cache_for(home, encoder, encoder.build_image_model(), 1)
+    cache.path(broken["sha256"]).unlink()
+    features._COMPLETE.clear()
+    decoded = []
+    monkeypatch.setattr(features, "image_items", lambda store, rows: decoded.extend(r["id"] for r in rows) or
+                        [(r["sha256"], str(store.home / r["path"])) for r in rows])
+    assert features.fill_missing(home) == 0 and decoded == [broken["id"]]
+    features._COMPLETE.clear()
+    assert features.fill_missing(home) == 0 and decoded == [broken["id"]]   # not decoded again
