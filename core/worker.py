@@ -160,8 +160,12 @@ class Worker:
             state = "lost"
         except Exception as exc:
             log.exception("job %s failed", job["id"])
-            jobs.fail(self.store, job["id"], _traceback_summary(exc), self.id)
             state = "failed"
+            try:
+                jobs.fail(self.store, job["id"], _traceback_summary(exc), self.id)
+            except Exception:  # noqa: BLE001 - the database may be why the job failed; the stale requeue retries it
+                log.exception("could not mark job %s failed", job["id"])
+                raise
         except BaseException:  # KeyboardInterrupt / SystemExit mid-job: back to the queue, resumed later
             try:
                 jobs.release(self.store, job["id"], self.id)
@@ -198,23 +202,11 @@ class Worker:
                         break
                     if not (precompute and self.precompute_features()):
                         self.stopping.wait(self.poll)
-        except BaseException as exc:
-            # Whatever stops the worker (a storage error, a bug), the job it held must not stay
-            # 'running' without a word until someone notices it is stale.
-            if self.current_job is not None and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                self._fail_current(exc)
-            raise
         finally:
             try:
                 self.unregister()
             except Exception:  # noqa: BLE001 - the database may be the reason we are stopping
                 log.exception("could not unregister worker %s", self.id)
-
-    def _fail_current(self, exc: BaseException) -> None:
-        try:
-            jobs.fail(self.store, self.current_job, _traceback_summary(exc), self.id)
-        except Exception:  # noqa: BLE001
-            log.exception("could not mark job %s failed", self.current_job)
 
     def precompute_features(self) -> bool:
         """While idle: cache the frozen-prefix features of images that lack them (a small batch at a

@@ -84,18 +84,18 @@ def test_a_full_disk_while_caching_fails_the_job_with_the_reason_and_leaves_no_t
 
 
 def test_a_worker_stopped_by_an_unexpected_error_marks_its_job_failed(home, monkeypatch):
+    """An error no one expected inside a job (not a training error the learner knows) fails that job
+    with the reason, and the worker carries on with the next one."""
     ids = make_labels(home, ["cat", "dog"])
     run = runs.create_run(home, REVIEWER, "boom", config={"epochs": 1, "batch_size": 8})
     queued = runs.request_task(home, REVIEWER, run["id"], list(ids.values()))
     worker = Worker(home, device="cpu")
-    job = jobs.claim(home, worker.id)
-    worker.current_job = job["id"]
 
-    def broken_step():
+    def on_fire(*args, **kwargs):
         raise RuntimeError("the machine is on fire")
 
-    monkeypatch.setattr(worker, "step", broken_step)
-    with pytest.raises(RuntimeError):
-        worker.serve()
+    monkeypatch.setattr(worker, "handlers", lambda: {"train": on_fire})
+    worker.serve(exit_when_idle=True, precompute=False)
     job = jobs.get_job(home, queued["job_id"])
     assert job["status"] == "failed" and "on fire" in job["error"]
+    assert worker.current_job is None
