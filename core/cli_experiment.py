@@ -57,7 +57,7 @@ def settings_from_args(args: argparse.Namespace):
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
                  if v is not None}
-    overrides.update(clean_overrides(dict(args.set), "run"))
+    overrides.update(dict(args.set))
     return ExperimentSettings(
         data=args.data, tasks=args.tasks, seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
         encoder=args.encoder, methods=list(args.methods), overrides=clean_overrides(overrides, "run"),

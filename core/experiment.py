@@ -173,17 +173,16 @@ def _build_model(encoder, config, settings: ExperimentSettings):
 
 def _load_inputs(encoder, model, settings, data: FolderData, config):
     """All train and eval inputs, computed once: cached prefix features, or decoded images."""
-    import torch
-
     from core.sg import ImageCache
     from core.sg.features import PrefixFeatureCache
+    from core.sg.learner import resolve_device
 
     cache_dir = settings.cache_dir or Path(tempfile.gettempdir()) / f"sgcl-experiment-cache-{os.getuid()}"
     started = time.perf_counter()
     if encoder.image_version is not None:
         cache = PrefixFeatureCache(Path(cache_dir) / "features", model, encoder.image_version,
                                    views=config.feature_views, decode_workers=settings.decode_workers)
-        device = "cuda" if settings.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        device = str(resolve_device(settings.device))
 
         def load(paths):
             return cache.load([(_path_key(p), str(p)) for p in paths], device)

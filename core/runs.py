@@ -64,7 +64,7 @@ def _check_value(key: str, value, field: dataclasses.Field):
         if (low is not None and value < low) or (high is not None and value > high):
             raise ValueError(f"between {low} and {high}")
         return value
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:   # OverflowError: int(float("inf"))
         raise UserError("runs.bad_config", setting=key, value=value, reason=str(exc)) from None
 
 

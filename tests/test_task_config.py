@@ -52,7 +52,8 @@ def test_task_overrides_are_validated_against_the_config_declaration(home):
     from core.i18n import UserError
 
     run = runs.create_run(home, REVIEWER, "bad")
-    for bad in ({"epochs": 0}, {"lr": "fast"}, {"seed": 3}, {"method": "ncm"}, {"nonsense": 1}):
+    for bad in ({"epochs": 0}, {"epochs": float("inf")}, {"epochs": "nan"}, {"lr": "fast"}, {"lr": "inf"},
+                {"seed": 3}, {"method": "ncm"}, {"nonsense": 1}):
         with pytest.raises(UserError) as err:
             runs.clean_overrides(bad, "task")
         assert err.value.key == "runs.bad_config"
