@@ -74,8 +74,9 @@ def _predictor(store: Store, run: dict, path: Path):
 
 
 def _inputs(store: Store, learner, encoder, data: bytes) -> torch.Tensor:
-    """Un-augmented model input for one uploaded image: cached prefix features when this image is
-    already cached for this model, else the decoded image (the learner runs the prefix)."""
+    """Un-augmented model input for one uploaded image: its prefix features, from the cache when this
+    image is already cached for this model, else computed here once (class scores and familiarity
+    both start from them)."""
     from core.features import cache_for
     from core.sg.data import decode_image
 
@@ -88,7 +89,7 @@ def _inputs(store: Store, learner, encoder, data: bytes) -> torch.Tensor:
         array = decode_image(data, learner.model.input_size)
     except Exception:
         raise UserError("images.not_image") from None
-    return torch.from_numpy(array).unsqueeze(0)
+    return learner.prefix_features(torch.from_numpy(array).unsqueeze(0))
 
 
 def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> dict:

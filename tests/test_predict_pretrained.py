@@ -67,6 +67,15 @@ def test_predict_rejects_holdout_images_exactly_as_the_calibration_did(tmp_path,
     assert rejected == pytest.approx(extra["rejected"][0], abs=1e-6)
     assert rejected < 0.5          # calibrated to accept about 95 % of them
 
+    # an upload that is not in the cache runs the backbone once, for the classes and the familiarity
+    from core import prediction
+    learner = prediction._predictor(store, runs.get_run(store, run["id"]), checkpoint_path(store, run["id"], 0))[0]
+    calls = []
+    real_prefix = learner.model.prefix
+    monkeypatch.setattr(learner.model, "prefix", lambda x: calls.append(len(x)) or real_prefix(x))
+    predict_image(store, WHO, run["id"], _image(random.Random(7), (90, 200, 90), True))
+    assert calls == [1]
+
     # a checkpoint whose prototypes were tampered with is a message in both languages, not a traceback
     path = checkpoint_path(store, run["id"], 0)
     saved = torch.load(path, map_location="cpu", weights_only=True)

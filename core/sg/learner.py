@@ -332,6 +332,13 @@ class ContinualLearner:
         return out
 
     @torch.no_grad()
+    def prefix_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The frozen prefix's output (float32, CPU) for un-augmented inputs, so that several scores of
+        the same images (class scores, familiarity) run the prefix once."""
+        out = self._batched(inputs, lambda h: h)
+        return torch.cat(out) if out else inputs.float()
+
+    @torch.no_grad()
     def image_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """L2-normalised features (float32, on CPU) of un-augmented inputs: uint8 images (N, 3, S, S)
         (eval transform) or cached prefix features (N, ...)."""
