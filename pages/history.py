@@ -14,7 +14,7 @@ from core import runs
 from core.run_report import data_revision, run_report
 from pages.ui import page_context, run_action
 from pages.views import (changes_text, config_rows, encoder_text, join, label_text, local_time, method_title, pct,
-                         task_no)
+                         run_text, task_no)
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
@@ -194,8 +194,7 @@ def show_run(run: dict, key: str) -> None:
 
 
 def _run_label(r: dict) -> str:
-    return ctx.t("hi.run_option", id=r["id"], name=r["name"],
-                 method=method_title(r["config"].get("method", "both"), ctx.lang))
+    return run_text(r, ctx.lang)
 
 
 run = st.selectbox(ctx.t("hi.run"), all_runs, format_func=_run_label, key="hi_run")

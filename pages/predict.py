@@ -10,7 +10,7 @@ from core import images, runs
 from core.prediction import predict_image
 from pages.ui import page_context, run_action
 from pages.uploads import upload_caps
-from pages.views import encoder_text, method_title, task_no
+from pages.views import encoder_text, method_title, run_text, task_no
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
@@ -22,8 +22,7 @@ if not ready:
     st.stop()
 
 run = st.selectbox(ctx.t("pr.run"), ready, key="pr_run",
-                   format_func=lambda r: ctx.t("hi.run_option", id=r["id"], name=r["name"],
-                                               method=method_title(r["config"].get("method", "both"), ctx.lang)))
+                   format_func=lambda r: run_text(r, ctx.lang))
 done = runs.done_tasks(store, run["id"])
 st.caption(ctx.t("pr.model_line", idx=task_no(done[-1]["idx"]), classes=sum(len(t["label_ids"]) for t in done),
                  method=method_title(run["config"].get("method", "both"), ctx.lang),

@@ -19,7 +19,8 @@ from core.run_report import config_changes, data_revision
 from core.sg.learner import LearnerConfig
 from pages.ui import page_context, run_action
 from pages.views import (changes_text, config_rows, config_value, encoder_text, field_title, label_text, local_time,
-                         loss_title, method_help, method_title, product_methods, reason_text, status_title, task_no)
+                         loss_title, method_help, method_title, product_methods, reason_text, run_text, status_title,
+                         task_no)
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
@@ -104,8 +105,7 @@ def _config_inputs(defaults: dict, prefix: str, scope: str) -> dict:
 
 # ---- run selection / creation ------------------------------------------------------------------------
 def _run_label(r: dict) -> str:
-    return ctx.t("hi.run_option", id=r["id"], name=r["name"],
-                 method=method_title(r["config"].get("method", "both"), ctx.lang))
+    return run_text(r, ctx.lang)
 
 
 all_runs = [r for r in runs.list_runs(store) if r["status"] == "active"]

@@ -41,6 +41,12 @@ def method_title(name: str, lang: str) -> str:
     return (cls.title or name) if cls else str(name)
 
 
+def run_text(run: dict, lang: str) -> str:
+    """A run as the run pickers of Train, History and Predict name it: "#id name · method"."""
+    return t("hi.run_option", lang, id=run["id"], name=run["name"],
+             method=method_title(run["config"].get("method", "both"), lang))
+
+
 def method_help(name: str, lang: str) -> str:
     return t(f"method.{name}.help", lang) if has(f"method.{name}.help") else ""
 
