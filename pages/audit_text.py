@@ -11,7 +11,7 @@ import re
 
 from core.i18n import has, localise_params, t
 from core.inputs import truncate_for_log
-from pages.views import config_value, field_title, label_text, pct, status_title
+from pages.views import config_value, field_title, label_text, pct, status_title, task_no
 
 # Titles of detail items (the keyword arguments services pass to ``Store.audit``). An item without
 # one shows its name with spaces (a new service's detail is still readable, just not translated).
@@ -129,7 +129,7 @@ class Names:
             return str(task_id)
         if task is None:
             return f"#{task_id}"
-        return t("ap.task_target", self.lang, run=self.run(task["run_id"]), n=int(task["idx"]) + 1)
+        return t("ap.task_target", self.lang, run=self.run(task["run_id"]), n=task_no(task["idx"]))
 
 
 def target_text(row: dict, names: Names) -> str:
@@ -217,9 +217,9 @@ def _last_line(text) -> str:
 def _value(action: str, key: str, value, details: dict, names: Names) -> str:
     lang = names.lang
     if key in ("idx", "task_idx"):
-        return str(int(value) + 1)                     # tasks are counted from 1
+        return str(task_no(value))
     if key == "acc" and isinstance(value, (list, tuple)):
-        return _sep(lang).join(f"{t('ap.task_n', lang, n=u + 1)} {pct(v)}" for u, v in enumerate(value))
+        return _sep(lang).join(f"{t('ap.task_n', lang, n=task_no(u))} {pct(v)}" for u, v in enumerate(value))
     if key == "acc":
         return pct(value)
     if key == "run_id":
