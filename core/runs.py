@@ -147,11 +147,16 @@ def _decode_task(row: dict) -> dict:
     return row
 
 
-def task_config(run: dict, task: dict) -> LearnerConfig:
-    """The configuration a task trains (or trained) with, as stored with the task."""
+def task_config(run: dict, task: dict, legacy_overrides: dict | None = None) -> LearnerConfig:
+    """The configuration a task trains (or trained) with, as stored with the task.  A task made
+    before configs were stored with tasks has the run's config plus the overrides its job carried
+    (``legacy_overrides``, the job payload's)."""
     if task.get("config"):
         return LearnerConfig.from_json(json.dumps(task["config"]))
-    return run_config(run)   # tasks made before configs were stored with them
+    config = run_config(run)
+    for key, value in (legacy_overrides or {}).items():
+        setattr(config, key, value)
+    return config
 
 
 def list_tasks(store: Store, run_id: int, statuses: Iterable[str] | None = None) -> list[dict]:

@@ -240,10 +240,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     task = tasks[k]
     if [i for i in range(k) if tasks.get(i, {}).get("status") != "done"]:
         raise RuntimeError(f"task {k} of run {run['id']} cannot start: an earlier task is not done")
-    config = task_config(run, task)
-    for key, value in (payload.get("overrides") or {}).items():  # jobs queued before configs were stored
-        if not task.get("config"):
-            setattr(config, key, value)
+    config = task_config(run, task, legacy_overrides=payload.get("overrides"))
     config.device = device
     dev = resolve_device(device)
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
