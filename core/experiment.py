@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from core.encoders.registry import DEFAULT_SPEC
 from core.i18n import UserError
 
 __all__ = ["ExperimentSettings", "FolderData", "scan_folder", "class_order", "split_tasks",
@@ -141,7 +142,7 @@ class ExperimentSettings:
     data: Path
     tasks: int
     seeds: list[int]
-    encoder: str = "effnet-lite0+e5"
+    encoder: str = DEFAULT_SPEC
     methods: list[str] = field(default_factory=lambda: list(METHOD_ORDER))
     overrides: dict = field(default_factory=dict)   # LearnerConfig fields over the registry's defaults
     memory_per_class: int = 20
