@@ -242,9 +242,9 @@ def _draw_progress(run_id: int) -> None:
                     st.toast(ctx.t("tr.cancel_sent"))
                     st.rerun()          # a queued job is cancelled at once: the next task is free again
     recent = jobs.list_jobs(store, run_id=run_id, limit=20)
-    run_config = runs.get_run(store, run_id)["config"]
-    task_configs = {t["idx"]: t.get("config") or {} for t in runs.list_tasks(store, run_id)}
     if recent:
+        run_config = runs.get_run(store, run_id)["config"]
+        task_configs = {t["idx"]: t.get("config") or {} for t in runs.list_tasks(store, run_id)}
         st.markdown(f"**{ctx.t('tr.recent')}**")
         st.dataframe(pd.DataFrame([{
             ctx.t("tr.col.job"): j["id"], ctx.t("tr.col.task"): task_no(j["payload"].get("task_idx", 0)),
