@@ -97,7 +97,8 @@ def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> 
 
     Returns ``{"task": idx, "predictions": [{label_id, name, canonical, reading, en, status, score,
     cosine}], "rejected": bool, "best": the image's familiarity (cosine to the nearest trained class's
-    prototype, core/sg/openset.py), "threshold": float | None}``.
+    prototype, core/sg/openset.py), "score": "prototype" | "class" (which score ``best`` is — the class
+    score for models without a frozen backbone), "threshold": float | None}``.
     """
     from core.labels import get_label
     from core.runs import get_run
@@ -127,4 +128,5 @@ def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> 
     # the same score the threshold was calibrated on (frozen-feature prototypes, or the class score)
     best = float(learner.familiarity(inputs, table["prompt_feats"], scores.unsqueeze(0))[0])
     return {"task": int(Path(path).stem.split("-")[1]), "predictions": predictions, "best": best,
+            "score": learner.familiarity_kind,
             "threshold": threshold, "rejected": threshold is not None and best < float(threshold)}

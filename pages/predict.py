@@ -55,8 +55,11 @@ if data is not None:
         if truth:
             left.caption(ctx.t("pr.truth", name=truth))
         threshold = result.get("threshold")
+        # which similarity decided: to the trained classes' images, or (models that train all their
+        # features) to the best class itself
+        by_class = result.get("score") == "class"
         if result.get("rejected"):
-            right.error(ctx.t("pr.rejected", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))
+            right.error(ctx.t("pr.rejected_class" if by_class else "pr.rejected", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))
             right.markdown(f"**{ctx.t('pr.guesses', idx=task_no(result['task']))}**")
         else:
             if threshold is None:
@@ -76,4 +79,4 @@ if data is not None:
                                                        help=ctx.t("pr.col.score_help")),
             cosine_col: st.column_config.NumberColumn(help=ctx.t("pr.col.cosine_help"), format="%.3f")})
         if threshold is not None and not result.get("rejected"):
-            right.caption(ctx.t("pr.accepted", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))
+            right.caption(ctx.t("pr.accepted_class" if by_class else "pr.accepted", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))

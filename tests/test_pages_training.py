@@ -346,7 +346,8 @@ def test_predict_says_clearly_when_an_image_is_not_a_trained_class(home, monkeyp
     guesses = [{"label_id": 1, "name": "キズ", "canonical": "傷", "reading": "キズ", "en": "scratch", "status": "trained",
                 "score": 0.7, "cosine": 0.21}, {"label_id": 2, "name": "ｻﾋﾞ", "canonical": "錆", "reading": "サビ",
                                                "en": "rust", "status": "trained", "score": 0.3, "cosine": 0.18}]
-    answer = {"task": 0, "predictions": guesses, "rejected": True, "best": 0.21, "threshold": 0.35}
+    answer = {"task": 0, "predictions": guesses, "rejected": True, "best": 0.21, "threshold": 0.35,
+              "score": "prototype"}
     monkeypatch.setattr(core.prediction, "predict_image", lambda *a, **k: answer)
     at = page("predict", home, SUPERVISOR, lang="ja")
     at.run()
@@ -354,6 +355,7 @@ def test_predict_says_clearly_when_an_image_is_not_a_trained_class(home, monkeyp
     assert not at.exception, at.exception
     [error] = at.error
     assert "学習したどのクラスにも当てはまりません" in error.value and "0.350" in error.value
+    assert "学習したクラスの画像との類似度 0.210" in error.value     # the score that decided, named as such
     table = at.dataframe[0].value
     table = table.data if hasattr(table, "data") else table
     assert list(table["クラス"]) == ["傷", "錆"]                          # the guesses stay, de-emphasised
@@ -362,6 +364,12 @@ def test_predict_says_clearly_when_an_image_is_not_a_trained_class(home, monkeyp
     answer.update(rejected=False, best=0.5)
     at.run()
     assert not at.error and any("学習したクラスと判定" in c.value for c in at.caption)
+
+    # a model without a frozen backbone decides on the class score, and the message says so
+    answer.update(rejected=True, best=0.21, score="class")
+    at.run()
+    [error] = at.error
+    assert "最も近いクラスとの類似度 0.210" in error.value and "画像との類似度" not in error.value
 
 
 def test_train_page_jobs_table_shows_each_tasks_own_configuration(home):
