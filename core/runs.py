@@ -8,6 +8,11 @@ one transaction. Tasks of a run are learned strictly in order (core.jobs enforce
 Eligibility is per run: a label may join a task of run r when it is approved (or trained in *another*
 run — so two runs can learn the same label sequence and be compared), has enough train and holdout
 images, and is not already in a queued, running or done task of r.
+
+A task is of one of two kinds. ``new`` learns new classes (new rows of the class table); ``update``
+learns the train images that labels run r already learned have gained since (no new rows): the
+``task_images`` table records which train images every done task learned, so an update sees only
+images no task of the run has seen.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from core.sg.metrics import summarize
 from core.store import Store, now_iso
 
 ACTIVE_TASK_STATUSES = ("queued", "running", "done")
+TASK_KINDS = ("new", "update")
 
 
 def default_config(spec: str, **overrides) -> LearnerConfig:
@@ -144,6 +150,8 @@ def _decode_task(row: dict) -> dict:
     row = dict(row)
     row["label_ids"] = [int(i) for i in json.loads(row["label_ids"])]
     row["config"] = json.loads(row.get("config") or "{}")   # the effective config ({} before migration 3)
+    row["kind"] = row.get("kind") or "new"
+    row["evaluation"] = json.loads(row.get("evaluation") or "{}")
     return row
 
 
@@ -172,23 +180,53 @@ def done_tasks(store: Store, run_id: int) -> list[dict]:
     return list_tasks(store, run_id, ("done",))
 
 
+def _first_task_of(tasks: list[dict]) -> dict[int, int]:
+    """label id → index of the run's new-class task that has (or will have) learned it."""
+    out: dict[int, int] = {}
+    for task in tasks:
+        if task["kind"] == "new":
+            for label_id in task["label_ids"]:
+                out.setdefault(label_id, task["idx"])
+    return out
+
+
+def new_train_images(store: Store, run_id: int, label_ids: Iterable[int]) -> dict[int, list[int]]:
+    """label id → ids of its train images that no done task of the run has learned (in id order)."""
+    ids = [int(i) for i in label_ids]
+    out: dict[int, list[int]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    marks = ",".join("?" * len(ids))
+    rows = store.query(
+        "SELECT i.id, i.label_id FROM images i WHERE i.split = 'train' "  # nosec B608  # ? placeholders only
+        f"AND i.label_id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM task_images ti JOIN tasks t ON t.id = ti.task_id "
+        "WHERE t.run_id = ? AND t.status = 'done' AND ti.image_id = i.id) ORDER BY i.id", (*ids, int(run_id)))
+    for r in rows:
+        out[r["label_id"]].append(r["id"])
+    return out
+
+
 def label_eligibility(store: Store, run_id: int, labels: list[dict] | None = None) -> list[dict]:
-    """Every proposed/approved/trained label with ``eligible`` and, when not, ``reason`` (a message key
-    + params) — what the Train page shows next to its multiselect."""
+    """Every proposed/approved/trained label with ``eligible`` (for a new-class task) and, when not,
+    ``reason`` (a message key + params) — what the Train page shows next to its multiselect. A label
+    the run already learned says whether it has new train images to update it with (``n_new``)."""
     from core.images import readiness, setting
     from core.labels import list_labels
 
     labels = labels if labels is not None else list_labels(store, ("proposed", "approved", "trained"))
-    in_run = {lid: t["idx"] for t in list_tasks(store, run_id, ACTIVE_TASK_STATUSES) for lid in t["label_ids"]}
+    in_run = _first_task_of(list_tasks(store, run_id, ACTIVE_TASK_STATUSES))
     ready = readiness(store, [l["id"] for l in labels])
+    fresh = new_train_images(store, run_id, [l["id"] for l in labels if l["id"] in in_run])
     min_train, min_holdout = setting(store, "min_train_images"), setting(store, "min_holdout_images")
     out = []
     for label in labels:
         row = dict(label)
         r = ready[label["id"]]
+        row["n_new"] = len(fresh.get(label["id"], []))
         if label["id"] in in_run:
             # Messages name tasks as people count them, from 1 (``idx`` is 0-based).
-            row["eligible"], row["reason"] = False, ("runs.reason.in_run", {"task": in_run[label["id"]] + 1})
+            key = "runs.reason.in_run_update" if row["n_new"] else "runs.reason.in_run"
+            row["eligible"], row["reason"] = False, (key, {"task": in_run[label["id"]] + 1, "n": row["n_new"]})
         elif label["status"] not in ("approved", "trained"):
             row["eligible"], row["reason"] = False, ("runs.reason.not_approved", {"status": label["status"]})
         elif not r.ok:
@@ -201,14 +239,46 @@ def label_eligibility(store: Store, run_id: int, labels: list[dict] | None = Non
     return out
 
 
+def update_eligibility(store: Store, run_id: int) -> list[dict]:
+    """The labels run ``run_id`` has learned (in a done task), each with ``n_new`` (train images no task
+    of the run has learned), ``eligible`` for an update task and, when not, ``reason``."""
+    from core.labels import get_label
+
+    tasks = list_tasks(store, run_id, ACTIVE_TASK_STATUSES)
+    learned = _first_task_of([t for t in tasks if t["status"] == "done"])
+    pending = {lid: t["idx"] for t in tasks if t["status"] != "done" for lid in t["label_ids"]}
+    fresh = new_train_images(store, run_id, learned)
+    out = []
+    for label_id, idx in learned.items():
+        row = dict(get_label(store, label_id), task=idx, n_new=len(fresh[label_id]))
+        if row["status"] != "trained":
+            row["eligible"], row["reason"] = False, ("runs.reason.not_approved", {"status": row["status"]})
+        elif label_id in pending:
+            row["eligible"], row["reason"] = False, ("runs.reason.pending", {"task": pending[label_id] + 1})
+        elif not row["n_new"]:
+            row["eligible"], row["reason"] = False, ("runs.reason.no_new_images", {"task": idx + 1})
+        else:
+            row["eligible"], row["reason"] = True, None
+        out.append(row)
+    return out
+
+
+# Why a label cannot be updated (update_eligibility's reason) → the message a refused request gets.
+_REFUSALS = {"runs.reason.not_approved": "runs.label_not_approved", "runs.reason.pending": "runs.update_pending",
+             "runs.reason.no_new_images": "runs.update_no_new"}
+
+
 def request_task(store: Store, actor: Actor, run_id: int, label_ids: Sequence[int],
-                 overrides: dict | None = None) -> dict:
-    """Queue the next task of a run: ``{"task": ..., "job_id": ...}``. Refuses labels that are not
-    approved, lack images, or are already in this run."""
+                 overrides: dict | None = None, kind: str = "new") -> dict:
+    """Queue the next task of a run: ``{"task": ..., "job_id": ...}``. ``kind="new"`` refuses labels
+    that are not approved, lack images, or are already in this run; ``kind="update"`` takes only labels
+    this run has learned that have new train images (:func:`update_eligibility`)."""
     require(actor, "train.request")
     from core.images import require_ready
     from core.labels import get_label
 
+    if kind not in TASK_KINDS:
+        raise UserError("runs.bad_kind", kind=str(kind)[:20])
     label_ids = list(dict.fromkeys(int(i) for i in label_ids))
     if not label_ids:
         raise UserError("runs.no_labels")
@@ -218,30 +288,41 @@ def request_task(store: Store, actor: Actor, run_id: int, label_ids: Sequence[in
         if run["status"] != "active":
             raise UserError("runs.not_active", name=run["name"], status=run["status"])
         active = list_tasks(store, run["id"], ACTIVE_TASK_STATUSES)
-        in_run = {lid: t["idx"] for t in active for lid in t["label_ids"]}
-        for label_id in label_ids:
-            label = get_label(store, label_id)
-            if label["id"] in in_run:
-                raise UserError("runs.label_in_run", name=label["name"], task=in_run[label["id"]] + 1)
-            if label["status"] not in ("approved", "trained"):
-                raise UserError("runs.label_not_approved", name=label["name"], status=label["status"])
-        require_ready(store, label_ids)
+        if kind == "new":
+            in_run = _first_task_of(active)
+            for label_id in label_ids:
+                label = get_label(store, label_id)
+                if label["id"] in in_run:
+                    raise UserError("runs.label_in_run", name=label["name"], task=in_run[label["id"]] + 1)
+                if label["status"] not in ("approved", "trained"):
+                    raise UserError("runs.label_not_approved", name=label["name"], status=label["status"])
+            require_ready(store, label_ids)
+        else:
+            rows = {r["id"]: r for r in update_eligibility(store, run["id"])}
+            for label_id in label_ids:
+                row = rows.get(label_id)
+                if row is None:
+                    raise UserError("runs.update_not_learned", name=get_label(store, label_id)["name"])
+                if not row["eligible"]:
+                    key, params = row["reason"]
+                    raise UserError(_REFUSALS[key], name=row["name"], **params)
         idx = max((t["idx"] for t in active), default=-1) + 1
         # A failed or cancelled task leaves its row (and index) free for the next request.
         config = effective_config(run, overrides).to_json()
         existing = store.query_one("SELECT id FROM tasks WHERE run_id = ? AND idx = ?", (run["id"], idx))
         if existing is not None:
             task_id = existing["id"]
-            store.execute("UPDATE tasks SET label_ids = ?, status = 'queued', created_at = ?, config = ? WHERE id = ?",
-                          (json.dumps(label_ids), now_iso(), config, task_id))
+            store.execute("UPDATE tasks SET label_ids = ?, status = 'queued', created_at = ?, config = ?, kind = ?, "
+                          "evaluation = '{}' WHERE id = ?", (json.dumps(label_ids), now_iso(), config, kind, task_id))
         else:
             task_id = store.execute(
-                "INSERT INTO tasks (run_id, idx, label_ids, status, created_at, config) VALUES (?,?,?,?,?,?)",
-                (run["id"], idx, json.dumps(label_ids), "queued", now_iso(), config)).lastrowid
+                "INSERT INTO tasks (run_id, idx, label_ids, status, created_at, config, kind) VALUES (?,?,?,?,?,?,?)",
+                (run["id"], idx, json.dumps(label_ids), "queued", now_iso(), config, kind)).lastrowid
         job_id = jobs.enqueue(store, actor, "train", {
-            "task_id": task_id, "task_idx": idx, "label_ids": label_ids, "overrides": overrides}, run_id=run["id"])
+            "task_id": task_id, "task_idx": idx, "label_ids": label_ids, "overrides": overrides, "kind": kind},
+            run_id=run["id"])
         store.audit(actor.username, "task.request", "task", task_id, run_id=run["id"], idx=idx,
-                    label_ids=label_ids, overrides=overrides, job_id=job_id)
+                    label_ids=label_ids, overrides=overrides, job_id=job_id, kind=kind)
     task = _decode_task(store.query_one("SELECT * FROM tasks WHERE id = ?", (task_id,)))
     return {"task": task, "job_id": job_id}
 
@@ -258,12 +339,30 @@ def active_job(store: Store, run_id: int) -> dict | None:
 
 # ---- metrics -----------------------------------------------------------------------------------------
 
-_MATRIX_COLUMNS = {"acc": "acc", "aware": "acc_task_aware", "rejected": "rejected"}
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:
+    """The 95 % Wilson score interval of a proportion ``correct / n`` ((None, None) without images):
+    unlike ±1.96·√(p(1−p)/n) it stays inside [0, 1] and is not zero-width at 0 % or 100 %, so 14 of 14
+    right reads 78–100 %, not "100 %"."""
+    if n <= 0:
+        return None, None
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if correct == 0 else low), (1.0 if correct == n else high)   # exact at the ends
+
+
+_MATRIX_COLUMNS = {"acc": "acc", "aware": "acc_task_aware", "rejected": "rejected", "n": "n_images",
+                   # rows written before n_correct was stored: acc·n is the count it was computed from
+                   "correct": "COALESCE(n_correct, ROUND(acc * n_images))"}
 
 
 def accuracy_matrix(store: Store, run_id: int, task_aware: bool = False, column: str | None = None) -> list[list[float]]:
     """acc[t][u] (u ≤ t) of the run's completed tasks, from the ``metrics`` table (``column="rejected"``:
-    the fraction of task u's holdout rejected as "not a trained class" after task t; NaN when unknown)."""
+    the fraction of task u's holdout rejected as "not a trained class" after task t; ``"n"``: how many
+    holdout images the cell rests on; ``"correct"``: how many of them were right; NaN when unknown, and
+    in the column of an update task, whose images are evaluated in their classes' own task)."""
     column = _MATRIX_COLUMNS[column or ("aware" if task_aware else "acc")]
     rows = store.query(f"SELECT trained_task, eval_task, {column} AS v FROM metrics WHERE run_id = ? "  # nosec B608  # a fixed whitelist
                        "ORDER BY trained_task, eval_task", (int(run_id),))
@@ -276,21 +375,45 @@ def accuracy_matrix(store: Store, run_id: int, task_aware: bool = False, column:
     return matrix
 
 
+def summarize_tasks(acc: list[list[float]], counts: list[int], kinds: list[str]) -> dict | None:
+    """``core.sg.metrics.summarize`` over the columns of the new-class tasks only (an update task adds
+    a row — the model after it — but no column: its images belong to classes of earlier tasks), or
+    None when a cell of those columns is missing. Equal to ``summarize`` for a run without updates."""
+    cols = [u for u, kind in enumerate(kinds) if kind == "new"]
+    if not acc or not cols or cols[0] != 0:
+        return None
+    cells = {(t, u): acc[t][u] for t in range(len(acc)) for u in cols if u <= t}
+    if any(math.isnan(v) for v in cells.values()):
+        return None
+    if len(cols) == len(acc):
+        return summarize(acc, counts)
+    per_step = [sum(acc[t][u] * counts[u] for u in cols if u <= t) / sum(counts[u] for u in cols if u <= t)
+                for t in range(len(acc))]
+    last = len(acc) - 1
+    earlier = [u for u in cols if u < last]
+    drops = [max(acc[tp][u] for tp in range(u, last)) - acc[last][u] for u in earlier]
+    return {"per_step": per_step, "aia": sum(per_step) / len(per_step), "last": per_step[-1],
+            "forgetting": sum(drops) / len(drops) if drops else None, "forgetting_per_task": drops,
+            "bwt": sum(acc[last][u] - acc[u][u] for u in earlier) / len(earlier) if earlier else None}
+
+
 def run_summary(store: Store, run_id: int) -> dict:
-    """Matrix, task-aware matrix, class counts, and ``core.sg.metrics.summarize`` of the run (or
+    """Matrix, task-aware matrix, class counts, task kinds, the holdout images behind each cell
+    (``n``) and how many were right (``correct``), and :func:`summarize_tasks` of the run (or
     ``summary=None`` when no task is complete or a cell is missing)."""
     tasks = done_tasks(store, run_id)
     acc, aware = accuracy_matrix(store, run_id), accuracy_matrix(store, run_id, task_aware=True)
     counts = [len(t["label_ids"]) for t in tasks]
-    summary = None
-    if acc:
-        try:
-            summary = summarize(acc, counts, aware if all(not math.isnan(v) for r in aware for v in r) else None)
-        except ValueError:
-            summary = None
+    kinds = [t["kind"] for t in tasks]
+    summary = summarize_tasks(acc, counts, kinds)
+    if summary is not None:
+        aware_summary = summarize_tasks(aware, counts, kinds)
+        if aware_summary is not None:
+            summary.update({f"{k}_task_aware": v for k, v in aware_summary.items()})
     rejected = accuracy_matrix(store, run_id, column="rejected")
     return {"tasks": tasks, "acc": acc, "acc_task_aware": aware, "counts": counts, "summary": summary,
-            "rejected": rejected}
+            "rejected": rejected, "kinds": kinds, "n": accuracy_matrix(store, run_id, column="n"),
+            "correct": accuracy_matrix(store, run_id, column="correct")}
 
 
 def metrics_csv(store: Store, actor: Actor, run_id: int) -> str:
@@ -301,14 +424,20 @@ def metrics_csv(store: Store, actor: Actor, run_id: int) -> str:
     tasks = {t["idx"]: t for t in list_tasks(store, run["id"])}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["run_id", "run_name", "encoder", "trained_task", "eval_task", "eval_task_label_ids",
-                     "acc", "acc_task_aware", "n_classes", "n_images"])
+    writer.writerow(["run_id", "run_name", "encoder", "trained_task", "trained_task_kind", "eval_task",
+                     "eval_task_label_ids", "acc", "acc_task_aware", "n_classes", "n_images", "n_correct",
+                     "ci95_low", "ci95_high"])
     for r in rows:
         labels = tasks.get(r["eval_task"], {}).get("label_ids", [])
-        writer.writerow([run["id"], run["name"], run["encoder"], r["trained_task"], r["eval_task"],
+        n = int(r["n_images"])
+        correct = int(r["n_correct"]) if r.get("n_correct") is not None else int(round(r["acc"] * n))
+        low, high = wilson_interval(correct, n)
+        writer.writerow([run["id"], run["name"], run["encoder"], r["trained_task"],
+                         tasks.get(r["trained_task"], {}).get("kind", "new"), r["eval_task"],
                          " ".join(map(str, labels)), f"{r['acc']:.6f}",
                          "" if r["acc_task_aware"] is None else f"{r['acc_task_aware']:.6f}",
-                         r["n_classes"], r["n_images"]])
+                         r["n_classes"], n, correct, "" if low is None else f"{low:.6f}",
+                         "" if high is None else f"{high:.6f}"])
     return buf.getvalue()  # not audited: it is rendered with every History page view (a read)
 
 
@@ -326,7 +455,7 @@ def soft_label_preview(store: Store, run_id: int, label_ids: Sequence[int], k: i
     from core.sg.losses import soft_label_matrix
 
     run = get_run(store, run_id)
-    trained = [lid for t in done_tasks(store, run["id"]) for lid in t["label_ids"]]
+    trained = list(_first_task_of(done_tasks(store, run["id"])))   # class-table order; updates add no class
     new = [int(i) for i in label_ids if int(i) not in trained]
     if not new:
         return []

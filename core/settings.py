@@ -42,6 +42,10 @@ IMAGE_DEFAULTS: dict[str, Any] = {
     "holdout_fraction": 0.2,
     "min_train_images": 5,
     "min_holdout_images": 1,
+    # An accuracy resting on fewer holdout images than this is not shown as a number: the class (or
+    # task) is marked "too few images to evaluate" (History). Upload gives each class at least this
+    # many holdout images, or holdout_fraction of its images while it has too few (core/images/ingest.py).
+    "eval_min_holdout_images": 5,
 }
 
 
@@ -123,6 +127,7 @@ SPECS: dict[str, SettingSpec] = {s.key: s for s in (
     _image("holdout_fraction", 0.01, 0.5, kind="float"),
     _image("min_train_images", 1, 10_000),
     _image("min_holdout_images", 1, 10_000),
+    _image("eval_min_holdout_images", 1, 10_000),
     SettingSpec("session_idle_seconds", "int", _const(SESSION_IDLE_SECONDS_DEFAULT), 60, 30 * 24 * 3600),
     SettingSpec("session_max_seconds", "int", _const(7 * 24 * 3600), 300, 90 * 24 * 3600),  # login lifetime (core/sessions.py)
     # Seconds without a heartbeat before the worker re-queues a running job as abandoned. Above the

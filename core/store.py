@@ -214,6 +214,30 @@ MIGRATIONS: list[str] = [
     ALTER TABLE tasks ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE metrics ADD COLUMN rejected REAL;
     """,
+    # 4: update tasks and honest accuracies (issue 17 items 3, 5). tasks.kind: 'new' (new classes) or
+    # 'update' (new images of classes the run already learned). task_images: the train images each done
+    # task learned, so an update learns only images no task of the run has seen; tasks done before this
+    # migration are taken to have learned their labels' train images uploaded before they finished.
+    # metrics.n_correct: how many of the n_images holdout images were right (for the 95 % interval);
+    # tasks.evaluation: per-class counts and the confusion matrix of the model after that task.
+    """
+    ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'new';
+    ALTER TABLE tasks ADD COLUMN evaluation TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE metrics ADD COLUMN n_correct INTEGER;
+    CREATE TABLE task_images (
+        task_id INTEGER NOT NULL REFERENCES tasks(id),
+        image_id INTEGER NOT NULL,
+        label_id INTEGER NOT NULL,
+        PRIMARY KEY (task_id, image_id)
+    );
+    CREATE INDEX task_images_label ON task_images(label_id);
+    INSERT OR IGNORE INTO task_images (task_id, image_id, label_id)
+        SELECT t.id, i.id, i.label_id FROM tasks t, json_each(t.label_ids) j, images i
+        WHERE t.status = 'done' AND i.label_id = j.value AND i.split = 'train'
+          AND i.uploaded_at <= COALESCE((SELECT MAX(a.at) FROM audit a WHERE a.action = 'task.done'
+                                         AND a.target_type = 'task' AND a.target_id = CAST(t.id AS TEXT)),
+                                        i.uploaded_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -22,6 +22,8 @@ What a train job for task k of run r does:
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -228,7 +230,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     from core.embeddings import label_name_embeddings, label_prompt_embeddings
     from core.encoders import load_encoder
     from core.labels import get_label
-    from core.runs import get_run, list_tasks, task_config
+    from core.runs import get_run, list_tasks, new_train_images, task_config
     from core.sg.checkpoint import load_checkpoint, save_checkpoint
     from core.sg.learner import resolve_device
     from core.sg.openset import calibrate_threshold, rejection_rates
@@ -259,32 +261,49 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     source = SampleSource(store, encoder, learner, str(dev), progress.features)
 
     previous = load_checkpoint(checkpoint_path(store, run["id"], k - 1)) if k > 0 else None
-    new_labels = [get_label(store, i) for i in task["label_ids"]]
+    update = task.get("kind") == "update"
+    # An update adds no rows to the class table: its labels are classes of earlier tasks.
+    new_labels = [] if update else [get_label(store, i) for i in task["label_ids"]]
     progress.phase(0.03, "embedding")
-    U_new = label_name_embeddings(store, encoder, new_labels)
-    W_new = label_prompt_embeddings(store, encoder, new_labels)
     if previous is not None:
         table = previous["class_table"]
         if table["encoder"] != encoder.version:
             raise RuntimeError(f"run {run['id']} was trained with {table['encoder']}, now {encoder.version}")
         class_ids = list(table["class_ids"]) + [l["id"] for l in new_labels]
         names = list(table["names"]) + [l["canonical"] for l in new_labels]
-        U = torch.cat([table["name_feats"], U_new])
-        W = torch.cat([table["prompt_feats"], W_new])
+        U, W = table["name_feats"], table["prompt_feats"]
+        if new_labels:
+            U = torch.cat([U, label_name_embeddings(store, encoder, new_labels)])
+            W = torch.cat([W, label_prompt_embeddings(store, encoder, new_labels)])
+    elif update:
+        raise RuntimeError(f"task {k} of run {run['id']} updates classes, but the run has learned none")
     else:
-        class_ids, names, U, W = [l["id"] for l in new_labels], [l["canonical"] for l in new_labels], U_new, W_new
+        class_ids, names = [l["id"] for l in new_labels], [l["canonical"] for l in new_labels]
+        U, W = label_name_embeddings(store, encoder, new_labels), label_prompt_embeddings(store, encoder, new_labels)
     class_of_label = {lid: i for i, lid in enumerate(class_ids)}
-    per_task_labels = [tasks[u]["label_ids"] for u in range(k)] + [task["label_ids"]]
+    missing = [lid for lid in task["label_ids"] if lid not in class_of_label]
+    if missing:
+        raise RuntimeError(f"task {k} of run {run['id']} updates labels the run has not learned: {missing}")
+    # Holdouts are evaluated per new-class task (an update task's images belong to those classes).
+    eval_tasks = [u for u in range(k + 1) if (tasks[u] if u < k else task).get("kind", "new") == "new"]
+    per_task_labels = [(tasks[u] if u < k else task)["label_ids"] for u in eval_tasks]
     classes_per_task = [[class_of_label[l] for l in labels] for labels in per_task_labels]
 
     progress.phase(0.05, "decoding")
 
-    def samples(label_ids, split):
-        rows = _image_rows(store, label_ids, split)
+    def samples(rows):
         return source.build(rows, [class_of_label[r["label_id"]] for r in rows])
 
-    train = samples(task["label_ids"], "train")
-    holdouts = [samples(labels, "holdout") for labels in per_task_labels]
+    if update:   # only the train images no task of this run has learned yet
+        fresh = new_train_images(store, run["id"], task["label_ids"])
+        wanted = _image_rows_by_id(store, [i for ids in fresh.values() for i in ids])
+        train_rows = [wanted[i] for i in sorted(wanted)]
+        if not train_rows:
+            raise RuntimeError(f"task {k} of run {run['id']}: its labels have no new train images")
+    else:
+        train_rows = _image_rows(store, task["label_ids"], "train")
+    train = samples(train_rows)
+    holdouts = [samples(_image_rows(store, labels, "holdout")) for labels in per_task_labels]
     if previous is not None:
         memory_state, exemplars = exemplar_samples(store, previous["learner"]["memory"], source)
         learner.load_state_dict(dict(previous["learner"], memory=memory_state), exemplars)
@@ -292,23 +311,63 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
         # its own, as stored with the task.
         learner.config = config
     progress.phase(0.1, "training")
-    losses = learner.learn_task(k, train, U, W, classes_per_task[-1], progress=progress.batch, should_stop=stop)
+    losses = learner.learn_task(k, train, U, W, [class_of_label[l] for l in task["label_ids"]],
+                                progress=progress.batch, should_stop=stop)
 
     progress.phase(0.9, "evaluating")
     result = learner.evaluate(holdouts, W, classes_per_task, return_scores=True)
     threshold = calibrate_threshold(result["max_scores"])
-    rejected = rejection_rates(result["max_scores"], threshold)
-    acc = (list(previous["acc_matrix"]) if previous is not None else []) + [result["acc"]]
-    aware = (list(previous["acc_matrix_task_aware"]) if previous is not None else []) + [result["acc_task_aware"]]
+    by_task = _task_row(k, eval_tasks)
+    acc = (list(previous["acc_matrix"]) if previous is not None else []) + [by_task(result["acc"], math.nan)]
+    aware = (list(previous["acc_matrix_task_aware"]) if previous is not None else []) \
+        + [by_task(result["acc_task_aware"], math.nan)]
     table = {"class_ids": class_ids, "names": names, "name_feats": U, "prompt_feats": W, "encoder": encoder.version}
     extra = {"run_id": run["id"], "task_id": task["id"], "job_id": job["id"], "label_ids": task["label_ids"],
-             "attempt_key": _attempt_key(task), "holdout_sizes": [len(h) for h in holdouts],
+             "kind": task.get("kind", "new"), "attempt_key": _attempt_key(task),
+             "holdout_sizes": by_task([len(h) for h in holdouts], 0),
+             "correct": by_task([_correct(a, len(h)) for a, h in zip(result["acc"], holdouts)], 0),
+             "n_classes": by_task([len(c) for c in classes_per_task], 0),
+             "learned_images": [[r["id"], r["label_id"]] for r in train_rows],
+             "evaluation": class_evaluation(learner, holdouts, W, class_ids),
              "losses": losses, "device": device_name, "saved_at": now_iso(), "method": config.method,
-             "reject_threshold": threshold, "rejected": rejected, "reject_score": learner.familiarity_kind,
+             "reject_threshold": threshold, "rejected": by_task(rejection_rates(result["max_scores"], threshold), None),
+             "reject_score": learner.familiarity_kind,
              "feature_cache": source.features.slug if source.features is not None else None}
     progress.phase(0.95, "saving")
-    save_checkpoint(out_path, learner, table, acc, aware, classes_per_task, extra)
+    # classes_per_task=None: the run's summary is core.runs.summarize_tasks (update rows have no column)
+    save_checkpoint(out_path, learner, table, acc, aware, None, extra)
     return _finalise(store, job, worker_id, run, task, load_checkpoint(out_path))
+
+
+def _task_row(k: int, eval_tasks: list[int]):
+    """Spread one value per evaluated (new-class) task over a row of k+1 task columns."""
+    def spread(values, missing):
+        row = [missing] * (k + 1)
+        for u, value in zip(eval_tasks, values):
+            row[u] = value
+        return row
+    return spread
+
+
+def _correct(acc: float, n: int) -> int:
+    # evaluate's accuracy is the mean of n right/wrong answers: acc·n is the count, up to rounding
+    return 0 if n == 0 or math.isnan(acc) else int(round(acc * n))
+
+
+@torch.no_grad()
+def class_evaluation(learner, holdouts, prompt_feats, class_ids: list[int]) -> dict:
+    """The confusion matrix of the model on every holdout image of the classes seen so far:
+    ``{"class_ids": [label ids in class-table order], "confusion": [[count]]}`` — row = true class,
+    column = predicted class; a row's sum is the class's holdout size, its diagonal the right ones."""
+    n = len(class_ids)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    for dataset in holdouts:
+        if len(dataset) == 0:
+            continue
+        predicted = learner.class_scores(dataset.first_view(), prompt_feats).argmax(1).cpu()
+        confusion.index_put_((dataset.labels.cpu().long(), predicted.long()), torch.ones(len(predicted), dtype=torch.long),
+                             accumulate=True)
+    return {"class_ids": [int(c) for c in class_ids], "confusion": confusion.tolist()}
 
 
 def _attempt_key(task: dict) -> str:
@@ -318,28 +377,52 @@ def _attempt_key(task: dict) -> str:
 
 def _finalise(store: Store, job: dict, worker_id: str, run: dict, task: dict, saved: dict) -> dict:
     from core.labels import mark_trained
+    from core.runs import summarize_tasks
 
     k = task["idx"]
+    extra = saved["extra"]
     acc_row, aware_row = saved["acc_matrix"][k], saved["acc_matrix_task_aware"][k]
-    sizes = saved["extra"].get("holdout_sizes") or [0] * (k + 1)
-    rejected = saved["extra"].get("rejected") or [None] * (k + 1)
-    result = {"task": k, "acc": acc_row, "metrics": saved["metrics"], "losses": saved["extra"].get("losses"),
-              "device": saved["extra"].get("device"), "checkpoint": str(checkpoint_path(store, run["id"], k)),
-              "rejected": rejected}
+    sizes = extra.get("holdout_sizes") or [0] * (k + 1)
+    correct = extra.get("correct") or [None] * (k + 1)
+    n_classes = extra.get("n_classes") or [len(c) for c in saved["classes_per_task"]]
+    rejected = extra.get("rejected") or [None] * (k + 1)
+    kinds = [t["kind"] for t in _done_before(store, run["id"], k)] + [task.get("kind", "new")]
+    metrics = summarize_tasks(saved["acc_matrix"], n_classes, kinds) or {}
+    result = {"task": k, "kind": task.get("kind", "new"), "acc": acc_row, "metrics": metrics,
+              "losses": extra.get("losses"), "device": extra.get("device"),
+              "checkpoint": str(checkpoint_path(store, run["id"], k)), "rejected": rejected}
+    learned = extra.get("learned_images")
+    if learned is None:   # saved before learned images were recorded: every current train image
+        learned = [[r["id"], r["label_id"]] for r in _image_rows(store, task["label_ids"], "train")]
     with store.transaction():
         current = jobs.get_job(store, job["id"])
         if current["status"] != "running" or current["worker"] != worker_id:
             raise JobLost(f"job {job['id']} is no longer held by {worker_id}")
         for u, (a, aware) in enumerate(zip(acc_row, aware_row)):
+            if math.isnan(a):     # the column of an update task: its images are in their classes' task
+                continue
             store.execute(
                 "INSERT INTO metrics (run_id, trained_task, eval_task, acc, acc_task_aware, n_classes, n_images, "
-                "rejected, created_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id, trained_task, eval_task) DO "
-                "UPDATE SET acc = excluded.acc, acc_task_aware = excluded.acc_task_aware, n_classes = excluded.n_classes, "
-                "n_images = excluded.n_images, rejected = excluded.rejected, created_at = excluded.created_at",
-                (run["id"], k, u, float(a), float(aware), len(saved["classes_per_task"][u]), int(sizes[u]),
-                 None if u >= len(rejected) or rejected[u] is None else float(rejected[u]), now_iso()))
+                "rejected, n_correct, created_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id, trained_task, "
+                "eval_task) DO UPDATE SET acc = excluded.acc, acc_task_aware = excluded.acc_task_aware, "
+                "n_classes = excluded.n_classes, n_images = excluded.n_images, rejected = excluded.rejected, "
+                "n_correct = excluded.n_correct, created_at = excluded.created_at",
+                (run["id"], k, u, float(a), float(aware), int(n_classes[u]), int(sizes[u]),
+                 None if u >= len(rejected) or rejected[u] is None else float(rejected[u]),
+                 None if u >= len(correct) or correct[u] is None else int(correct[u]), now_iso()))
+        store.conn.executemany("INSERT OR IGNORE INTO task_images (task_id, image_id, label_id) VALUES (?,?,?)",
+                          [(task["id"], int(i), int(label)) for i, label in learned])
+        store.execute("UPDATE tasks SET evaluation = ? WHERE id = ?",
+                      (json.dumps(extra.get("evaluation") or {}), task["id"]))
         mark_trained(store, SYSTEM, task["label_ids"])
         jobs.complete(store, job["id"], result, worker_id)
         store.audit(worker_id, "task.done", "task", task["id"], run_id=run["id"], idx=k,
-                    acc=[round(float(a), 4) for a in acc_row])
+                    kind=task.get("kind", "new"), images=len(learned),
+                    acc=[None if math.isnan(a) else round(float(a), 4) for a in acc_row])
     return result
+
+
+def _done_before(store: Store, run_id: int, k: int) -> list[dict]:
+    from core.runs import done_tasks
+
+    return [t for t in done_tasks(store, run_id) if t["idx"] < k]

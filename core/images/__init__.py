@@ -29,7 +29,7 @@ from core.images.catalogue import (THUMB_SIZE, NotReadyError, Readiness, count_i
 from core.images.export import (CSV_COLUMNS, ExportResult, export_dataset, images_csv, read_images_csv,
                                 safe_folder_name)
 from core.images.folder import FolderImport, find_label_for_folder, import_folder
-from core.images.ingest import ensure_min_holdout, ingest_uploads
+from core.images.ingest import ensure_min_holdout, holdout_target, ingest_uploads
 from core.images.manage import delete_images, move_images
 from core.images.pixels import JPEG_QUALITY, Normalised, normalise_image
 from core.images.scan import SPLIT_FOLDERS, FolderScan, read_inside, scan_image_folder
@@ -41,7 +41,7 @@ __all__ = [
     "IMAGE_EXTENSIONS", "JPEG_QUALITY", "OPEN_STATUSES", "SPLIT_FOLDERS", "SUPPORTED_FORMATS", "THUMB_SIZE",
     "UPLOAD_EXTENSIONS", "ExportResult", "FolderImport", "FolderScan", "IngestResult", "Normalised",
     "NotReadyError", "Readiness", "count_images", "delete_images", "ensure_min_holdout", "export_dataset",
-    "find_label_for_folder", "get_image", "hash_split", "holdout_samples", "image_path", "images_csv",
+    "find_label_for_folder", "get_image", "hash_split", "holdout_target", "holdout_samples", "image_path", "images_csv",
     "import_folder", "ingest_uploads", "is_zip", "label_counts", "limits", "list_images", "move_images",
     "normalise_image", "read_images_csv", "read_inside", "readiness", "remove_stale_uploads",
     "require_ready", "safe_folder_name", "scan_image_folder", "setting", "summarize", "thumbnail_path",

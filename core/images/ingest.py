@@ -11,9 +11,10 @@ users wait; a batch holds it only to move files and insert rows (the decoding ha
   same file is recognised as an exact duplicate before anything is decoded, although what is stored
   is a re-encoded copy. The file is ``images/<sha256>.<ext>``.
 * **Split.** Fixed at upload: ``holdout`` when ``int(sha256[:8], 16) / 2**32 < holdout_fraction``.
-  A label (not yet trained) with at least ``HOLDOUT_RULE_MIN_IMAGES`` images and no holdout gets its
-  train image with the smallest hash promoted to holdout — a rule that depends only on the set of
-  images, not on upload order. Folder imports with ``train/`` and ``test/`` keep the given split.
+  A label (not yet trained) with at least ``HOLDOUT_RULE_MIN_IMAGES`` images gets its train images
+  with the smallest hashes promoted until its holdout reaches ``eval_min_holdout_images`` (5), or
+  ``holdout_fraction`` (20 %) of its images while it has fewer than 25 — a rule that depends only on
+  the set of images, not on upload order (:func:`holdout_target`). Folder imports with ``train/`` and ``test/`` keep the given split.
 * One bad file never aborts a batch: each input gets an :class:`IngestResult` in the user's language.
 """
 from __future__ import annotations
@@ -64,24 +65,38 @@ class AuditTarget:
     details: dict
 
 
+def holdout_target(n_images: int, eval_min: int, fraction: float) -> int:
+    """How many holdout images the rule gives a label with ``n_images`` images: none below
+    ``HOLDOUT_RULE_MIN_IMAGES``, else ``eval_min`` (enough to report an accuracy) or, while the label
+    has too few images for that, ``fraction`` of them (at least one) — "5 images or 20 %"."""
+    if n_images < HOLDOUT_RULE_MIN_IMAGES:
+        return 0
+    return max(1, min(int(eval_min), int(n_images * float(fraction))))
+
+
 def ensure_min_holdout(store: Store, label_id: int) -> int | None:
-    """Give a label with enough images at least one holdout image (the train image with the smallest
-    hash value, so the choice does not depend on upload order). Trained labels are left alone: their
-    train images were already learned. Returns the promoted image id, if any."""
+    """Top up the holdout of a label that has enough images to :func:`holdout_target` by promoting its
+    train images with the smallest hash values (so the choice does not depend on upload order).
+    Trained labels are left alone: their train images were already learned. Returns the last promoted
+    image id, if any."""
     with store.transaction():
         label = label_row(store, label_id)
         if label["status"] == "trained":
             return None
+        lim = limits(store)
         counts = store.query_one(
             "SELECT COUNT(*) AS n, SUM(split = 'holdout') AS h FROM images WHERE label_id = ?", (label_id,))
-        if counts["n"] < HOLDOUT_RULE_MIN_IMAGES or (counts["h"] or 0) > 0:
+        missing = holdout_target(counts["n"], lim["eval_min_holdout_images"], lim["holdout_fraction"]) \
+            - (counts["h"] or 0)
+        if missing <= 0:
             return None
-        chosen = store.query_one(
-            "SELECT id, sha256 FROM images WHERE label_id = ? AND split = 'train' ORDER BY sha256 LIMIT 1",
-            (label_id,))
-        store.execute("UPDATE images SET split = 'holdout' WHERE id = ?", (chosen["id"],))
-        store.audit("system", "image.split", "image", chosen["id"], split="holdout", rule="min_holdout")
-        return chosen["id"]
+        chosen = store.query(
+            "SELECT id, sha256 FROM images WHERE label_id = ? AND split = 'train' ORDER BY sha256 LIMIT ?",
+            (label_id, missing))
+        for row in chosen:
+            store.execute("UPDATE images SET split = 'holdout' WHERE id = ?", (row["id"],))
+            store.audit("system", "image.split", "image", row["id"], split="holdout", rule="min_holdout")
+        return chosen[-1]["id"] if chosen else None
 
 
 def _existing_result(store: Store, name: str, existing: dict, label_id: int) -> IngestResult:
