@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from core.runs import wilson_interval
 from core.sg.learner import LearnerConfig
 from core.store import Store
 
@@ -61,20 +62,71 @@ def config_changes(base: dict, effective: dict) -> dict[str, tuple]:
     return out
 
 
+def proportion(correct, n, eval_min: int) -> dict:
+    """What one accuracy rests on: ``{"acc", "correct", "n", "low", "high", "enough"}`` — the 95 %
+    Wilson interval of ``correct / n`` and whether ``n`` reaches the minimum (``eval_min``) to be shown
+    as a number at all."""
+    n = int(n or 0)
+    correct = int(correct or 0)
+    low, high = wilson_interval(correct, n)
+    return {"acc": correct / n if n else None, "correct": correct, "n": n, "low": low, "high": high,
+            "enough": n >= int(eval_min)}
+
+
+def cell_matrix(acc, correct, n, eval_min: int) -> list[list[dict | None]]:
+    """:func:`proportion` per cell of the matrix (None where the cell is missing); ``acc`` is the stored
+    accuracy, kept as is (it is correct/n)."""
+    out = []
+    for t, row in enumerate(acc):
+        cells = []
+        for u, value in enumerate(row):
+            if not _finite(value):
+                cells.append(None)
+                continue
+            size = n[t][u] if _finite(n[t][u]) else 0
+            right = correct[t][u] if _finite(correct[t][u]) else round(value * size)
+            cells.append(dict(proportion(right, size, eval_min), acc=float(value)))
+        out.append(cells)
+    return out
+
+
+def class_results(evaluation: dict, by_id: dict, eval_min: int) -> dict | None:
+    """Per-class accuracy and the confusion matrix of one model from its task's stored ``evaluation``
+    (None when the task has none: trained before they were recorded). ``classes``: ``[{id, name,
+    canonical, **proportion}]`` in class-table order; ``confusion``: rows = true class."""
+    if not evaluation or not evaluation.get("class_ids"):
+        return None
+    confusion = evaluation["confusion"]
+    classes = []
+    for i, label_id in enumerate(evaluation["class_ids"]):
+        label = by_id.get(int(label_id))
+        classes.append({"id": int(label_id), "name": label["name"] if label else str(label_id),
+                        "canonical": label["canonical"] if label else None,
+                        **proportion(confusion[i][i], sum(confusion[i]), eval_min)})
+    return {"classes": classes, "confusion": confusion}
+
+
 def run_report(store: Store, run_id: int) -> dict:
     """Everything the History page draws for one run:
 
-    ``run``; ``acc``, ``acc_task_aware``, ``rejected`` (lower-triangular, NaN = unknown); ``counts``;
-    ``summary`` (core.sg.metrics or None); ``forgetting`` (:func:`task_forgetting`); ``tasks`` — the done
-    tasks with ``labels`` (``[{id, name, canonical}]``, in the task's order) and ``changes``
+    ``run``; ``acc``, ``acc_task_aware``, ``rejected`` (lower-triangular, NaN = unknown); ``cells``
+    (:func:`cell_matrix`: the images behind each accuracy and its 95 % interval); ``eval_min`` (the
+    setting below which an accuracy is "too few images"); ``counts``; ``kinds`` (``new``/``update`` per
+    task); ``summary`` (or None); ``last_pooled`` (the last row's images pooled); ``forgetting``
+    (:func:`task_forgetting`); ``latest`` (:func:`class_results` of the latest model); ``tasks`` — the
+    done tasks with ``labels`` (``[{id, name, canonical}]``, in the task's order) and ``changes``
     (:func:`config_changes` against the run's config).
     """
-    from core import runs
+    from core import runs, settings
     from core.labels import list_labels
 
     run = runs.get_run(store, run_id)
     data = runs.run_summary(store, run["id"])
     by_id = {int(label["id"]): label for label in list_labels(store)}
+    eval_min = int(settings.get(store, "eval_min_holdout_images"))
+    cells = cell_matrix(data["acc"], data["correct"], data["n"], eval_min)
+    last = [c for c in (cells[-1] if cells else []) if c is not None]
+    last_pooled = proportion(sum(c["correct"] for c in last), sum(c["n"] for c in last), eval_min) if last else None
     tasks = []
     for task in data["tasks"]:
         names = []
@@ -85,4 +137,6 @@ def run_report(store: Store, run_id: int) -> dict:
         tasks.append({**task, "labels": names, "changes": config_changes(run["config"], task.get("config") or {})})
     return {"run": run, "acc": data["acc"], "acc_task_aware": data["acc_task_aware"],
             "rejected": data.get("rejected") or [], "counts": data["counts"], "summary": data["summary"],
+            "kinds": data["kinds"], "cells": cells, "eval_min": eval_min, "last_pooled": last_pooled,
+            "latest": class_results(tasks[-1]["evaluation"], by_id, eval_min) if tasks else None,
             "forgetting": task_forgetting(data["acc"]), "tasks": tasks}

@@ -214,9 +214,12 @@ def label_eligibility(store: Store, run_id: int, labels: list[dict] | None = Non
     from core.labels import list_labels
 
     labels = labels if labels is not None else list_labels(store, ("proposed", "approved", "trained"))
-    in_run = _first_task_of(list_tasks(store, run_id, ACTIVE_TASK_STATUSES))
+    active = list_tasks(store, run_id, ACTIVE_TASK_STATUSES)
+    in_run = _first_task_of(active)
     ready = readiness(store, [l["id"] for l in labels])
-    fresh = new_train_images(store, run_id, [l["id"] for l in labels if l["id"] in in_run])
+    # new images count only once the task that learns the label is done (before, it learns them all)
+    learned = _first_task_of([t for t in active if t["status"] == "done"])
+    fresh = new_train_images(store, run_id, [l["id"] for l in labels if l["id"] in learned])
     min_train, min_holdout = setting(store, "min_train_images"), setting(store, "min_holdout_images")
     out = []
     for label in labels:
@@ -345,6 +348,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float | 
     right reads 78–100 %, not "100 %"."""
     if n <= 0:
         return None, None
+    correct = min(max(int(correct), 0), int(n))
     p = correct / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

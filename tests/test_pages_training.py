@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import time
 
@@ -245,7 +246,8 @@ def test_history_shows_each_tasks_forgetting_so_one_drop_cannot_hide_in_the_mean
     matrix, rejected_table = at.dataframe[0].value, at.dataframe[1].value    # the matrix comes first
     assert list(matrix.index) == ["After task 1", "After task 2", "After task 3"]
     assert list(matrix.columns) == ["Task 1", "Task 2", "Task 3"]
-    assert matrix.iloc[2, 0] == "50.0%" and matrix.iloc[0, 1] == ""
+    # every accuracy with the images it rests on and its 95 % Wilson interval (3 of 6: 19–81 %)
+    assert matrix.iloc[2, 0] == "50.0% (3/6; 95% 19–81%)" and matrix.iloc[0, 1] == ""
     assert rejected_table.iloc[2, 0] == "20.0%" and rejected_table.iloc[1, 1] == "0.0%"
     tasks = at.dataframe[2].value
     assert list(tasks["Task"]) == [1, 2, 3]
@@ -383,3 +385,91 @@ def test_train_page_jobs_table_shows_each_tasks_own_configuration(home):
     assert not at.exception
     table = [df.value for df in at.dataframe if "ジョブ" in df.value.columns][0]
     assert list(table["ランの設定との違い"]) == ["エポック数 4 → 2、学習率 0.01 → 0.005"]
+
+
+# ---- issue 17 items 3 and 5: updates in History, counts, per-class results, the forgetting picture ----
+
+def _run_with_update(store: Store, n_images: int = 20) -> dict:
+    """new (labels 1, 2), new (3, 4), update of label 1: metrics and the latest model's confusion
+    matrix as the worker writes them."""
+    from core import labels
+    from core.auth import SYSTEM
+
+    ids = []
+    for name in ("ヒビ割れ", "すり傷", "打痕", "汚れ"):
+        label = labels.propose(store, SYSTEM, name, create_entry=True)
+        labels.approve(store, SYSTEM, label["id"])
+        ids.append(label["id"])
+    run = runs.create_run(store, EXPERT, "upd")
+    rows = {0: [(0, 0.9, 18)], 1: [(0, 0.8, 16), (1, 0.75, 15)], 2: [(0, 0.95, 19), (1, 0.75, 15)]}
+    for t, (kind, labels_) in enumerate((("new", ids[:2]), ("new", ids[2:]), ("update", ids[:1]))):
+        evaluation = {}
+        if t == 2:   # label 1: 10 right of 10; label 2: 9 of 10; label 3: 3 of 3 (too few); label 4: 12 of 17
+            evaluation = {"class_ids": ids, "confusion": [[10, 0, 0, 0], [1, 9, 0, 0], [0, 0, 3, 0], [0, 0, 5, 12]]}
+        store.insert("tasks", {"run_id": run["id"], "idx": t, "label_ids": json.dumps(labels_), "status": "done",
+                               "created_at": now_iso(), "kind": kind, "evaluation": json.dumps(evaluation)})
+        for u, acc, right in rows[t]:
+            store.insert("metrics", {"run_id": run["id"], "trained_task": t, "eval_task": u, "acc": acc,
+                                     "acc_task_aware": acc, "n_classes": 2, "n_images": n_images,
+                                     "n_correct": right if n_images == 20 else None, "created_at": now_iso()})
+        store.audit("test", "task.done", "task", t, run_id=run["id"], idx=t)
+    return run
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_history_shows_an_update_as_a_task_and_every_cell_with_its_images(home, lang):
+    store = Store(home)
+    _run_with_update(store)
+    at = page("history", home, SUPERVISOR, lang=lang)
+    at.run()
+    assert not at.exception, at.exception
+    matrix = at.dataframe[0].value
+    update = "After task 3 (update)" if lang == "en" else "タスク 3（更新）の後"
+    assert list(matrix.index)[-1] == update
+    assert len(matrix.columns) == 2                              # the update adds a row, not a column
+    cell = matrix.iloc[2, 0]
+    assert "19/20" in cell and "95.0%" in cell and "76–99%" in cell     # Wilson 95 % of 19/20
+    tasks = [df.value for df in at.dataframe if ("Kind" if lang == "en" else "種類") in df.value.columns][0]
+    assert list(tasks["Kind" if lang == "en" else "種類"]) == (
+        ["new classes", "new classes", "update"] if lang == "en" else ["新しいクラス", "新しいクラス", "更新"])
+    # per-class results of the latest model: a class below the minimum is not shown as 100 %
+    per_class = [df.value for df in at.dataframe if ("Class" if lang == "en" else "クラス") in df.value.columns][0]
+    accuracy = list(per_class["Accuracy" if lang == "en" else "精度"])
+    assert accuracy[0] == "100.0%" and accuracy[1] == "90.0%"
+    few = "too few images to evaluate: 3 holdout images, 5 needed" if lang == "en" else \
+        "評価するには画像が少なすぎます: 評価用 3 枚（5 枚必要）"
+    assert accuracy[2] == few and "100" not in accuracy[2]
+    specs = _charts(at)
+    confusion = [s for s in specs if any(r.get("chosen") for r in _chart_rows(s))]
+    assert confusion and sum(r["count"] for r in _chart_rows(confusion[0])) == 10 + 10 + 3 + 17
+    summary = runs.run_summary(store, 1)["summary"]
+    assert summary["last"] == pytest.approx((0.95 * 2 + 0.75 * 2) / 4)
+
+
+def test_history_hides_a_percentage_resting_on_too_few_images(home):
+    store = Store(home)
+    _run_with_update(store, n_images=4)
+    at = page("history", home, SUPERVISOR)
+    at.run()
+    assert not at.exception
+    matrix = at.dataframe[0].value
+    assert matrix.iloc[0, 0].startswith("too few images") and "%" not in matrix.iloc[0, 0]
+    [heat] = [s for s in _charts(at) if any(r.get("n_text") for r in _chart_rows(s))]
+    assert all(r["value"] is None or math.isnan(r["value"]) for r in _chart_rows(heat))
+
+
+def test_forgetting_chart_reads_in_percent_on_one_row_per_task(home):
+    store = Store(home)
+    _finished_run(store, [[0.9], [0.9, 0.9], [0.9, 0.9, 0.9]])          # nothing forgotten: drops of 0
+    at = page("history", home, SUPERVISOR)
+    at.run()
+    assert not at.exception
+    [spec] = [s for s in _charts(at) if "hconcat" in s]
+    text = json.dumps(spec)
+    left = spec["hconcat"][0]
+    x_axes = [layer["encoding"]["x"] for layer in left["layer"] if "axis" in layer["encoding"].get("x", {})]
+    assert x_axes and x_axes[0]["axis"]["format"] == "d" and x_axes[0]["scale"]["domain"] == [0, 100]
+    assert "0.000000" not in text
+    names = [r["name"] for r in _chart_rows(spec) if r.get("filled")]
+    assert list(dict.fromkeys(names)) == ["Task 1", "Task 2"]   # one row per earlier task, its own y position
+    assert left["layer"][0]["encoding"]["y"]["field"] == "name"
