@@ -142,10 +142,9 @@ with st.expander(ctx.t("tr.config")):
 
 
 # ---- next task ---------------------------------------------------------------------------------------
-if actor.can("train.request"):
-    tasks = runs.list_tasks(store, run["id"], runs.ACTIVE_TASK_STATUSES)
-    next_idx = max((t["idx"] for t in tasks), default=-1) + 1
-    st.subheader(ctx.t("tr.next_task", idx=task_no(next_idx)))
+def _new_choice(n_updatable: int) -> list[dict]:
+    """Labels for a task of new classes, the ones that cannot join with their reason, and the SG-RL
+    soft-label preview of the chosen ones."""
     labels = runs.label_eligibility(store, run["id"])
     eligible = [l for l in labels if l["eligible"]]
     blocked = [l for l in labels if not l["eligible"]]
@@ -156,6 +155,8 @@ if actor.can("train.request"):
     else:
         chosen = []
         st.info(ctx.t("tr.none_eligible"))
+    if n_updatable:
+        st.info(ctx.t("tr.update_hint", n=n_updatable))
     if blocked:
         with st.expander(ctx.t("tr.ineligible", n=len(blocked))):
             st.dataframe(pd.DataFrame([{ctx.t("col.name"): l["name"], ctx.t("col.canonical"): l["canonical"],
@@ -163,27 +164,70 @@ if actor.can("train.request"):
                                         ctx.t("tr.col.reason"): reason_text(l["reason"], ctx.lang)}
                                        for l in blocked]), hide_index=True)
     if chosen:
-        st.markdown(f"**{ctx.t('tr.preview')}**")
-        try:
-            preview = runs.soft_label_preview(store, run["id"], [l["id"] for l in chosen])
-        except UserError as err:
-            st.caption(ctx.t("tr.preview_failed", reason=err.message(ctx.lang)))
-        except Exception as exc:  # the encoder may be unavailable; composing a task must still work
-            st.caption(ctx.t("tr.preview_failed", reason=str(exc)))
+        _preview(chosen)
+    return chosen
+
+
+def _update_choice(updatable: list[dict]) -> list[dict]:
+    """Trained classes of this run with new train images (an update task), and the others with why."""
+    st.caption(ctx.t("tr.update_help"))
+    eligible = [l for l in updatable if l["eligible"]]
+    blocked = [l for l in updatable if not l["eligible"]]
+    chosen = []
+    if eligible:
+        chosen = st.multiselect(ctx.t("tr.update_labels"), eligible, key=f"tr_update_{run['id']}",
+                                placeholder=ctx.t("ui.choose"),
+                                format_func=lambda l: ctx.t("tr.update_option", label=label_text(l, ctx.lang),
+                                                            n=l["n_new"]))
+    else:
+        st.info(ctx.t("tr.update_none"))
+    if blocked:
+        with st.expander(ctx.t("tr.not_updatable", n=len(blocked))):
+            st.dataframe(pd.DataFrame([{ctx.t("col.name"): l["name"], ctx.t("col.canonical"): l["canonical"],
+                                        ctx.t("tr.col.new_images"): l["n_new"],
+                                        ctx.t("tr.col.reason"): reason_text(l["reason"], ctx.lang)}
+                                       for l in blocked]), hide_index=True)
+    return chosen
+
+
+def _preview(chosen: list[dict]) -> None:
+    """What SG-RL will use for the chosen new labels: their nearest trained classes and soft weights."""
+    st.markdown(f"**{ctx.t('tr.preview')}**")
+    try:
+        preview = runs.soft_label_preview(store, run["id"], [l["id"] for l in chosen])
+    except UserError as err:
+        st.caption(ctx.t("tr.preview_failed", reason=err.message(ctx.lang)))
+    except Exception as exc:  # the encoder may be unavailable; composing a task must still work
+        st.caption(ctx.t("tr.preview_failed", reason=str(exc)))
+    else:
+        if not any(p["neighbours"] for p in preview):
+            st.caption(ctx.t("tr.preview_first"))
         else:
-            if not any(p["neighbours"] for p in preview):
-                st.caption(ctx.t("tr.preview_first"))
-            else:
-                st.dataframe(pd.DataFrame([
-                    {ctx.t("tr.col.label"): p["name"], ctx.t("tr.col.self"): round(p["self_weight"], 3),
-                     ctx.t("tr.col.neighbour"): n["name"], ctx.t("tr.col.cosine"): round(n["cosine"], 3),
-                     ctx.t("tr.col.weight"): round(n["soft_weight"], 3)}
-                    for p in preview for n in p["neighbours"]]), hide_index=True)
+            st.dataframe(pd.DataFrame([
+                {ctx.t("tr.col.label"): p["name"], ctx.t("tr.col.self"): round(p["self_weight"], 3),
+                 ctx.t("tr.col.neighbour"): n["name"], ctx.t("tr.col.cosine"): round(n["cosine"], 3),
+                 ctx.t("tr.col.weight"): round(n["soft_weight"], 3)}
+                for p in preview for n in p["neighbours"]]), hide_index=True)
+
+
+if actor.can("train.request"):
+    tasks = runs.list_tasks(store, run["id"], runs.ACTIVE_TASK_STATUSES)
+    next_idx = max((t["idx"] for t in tasks), default=-1) + 1
+    st.subheader(ctx.t("tr.next_task", idx=task_no(next_idx)))
+    updatable = runs.update_eligibility(store, run["id"])
+    mode = st.radio(ctx.t("tr.mode"), ["new", "update"], horizontal=True, key=f"tr_mode_{run['id']}",
+                    format_func=lambda m: ctx.t(f"tr.mode.{m}"))
+    if mode == "update":
+        chosen = _update_choice(updatable)
+    else:
+        chosen = _new_choice(sum(1 for l in updatable if l["eligible"]))
     st.caption(ctx.t("tr.task_config_help"))
     overrides = _config_inputs(run["config"], f"tr_task_{run['id']}", "task")
     changed = {k: v for k, v in overrides.items() if run["config"].get(k) != v}
-    if st.button(ctx.t("tr.start"), type="primary", disabled=not chosen, key="tr_start"):
-        queued = run_action(ctx, runs.request_task, store, actor, run["id"], [l["id"] for l in chosen], changed)
+    if st.button(ctx.t("tr.start_update" if mode == "update" else "tr.start"), type="primary", disabled=not chosen,
+                 key="tr_start"):
+        queued = run_action(ctx, runs.request_task, store, actor, run["id"], [l["id"] for l in chosen], changed,
+                            kind=mode)
         if queued:
             ensure_worker(store)
             st.toast(ctx.t("tr.started", idx=task_no(queued["task"]["idx"]), job=queued["job_id"]))

@@ -473,3 +473,49 @@ def test_forgetting_chart_reads_in_percent_on_one_row_per_task(home):
     names = [r["name"] for r in _chart_rows(spec) if r.get("filled")]
     assert list(dict.fromkeys(names)) == ["Task 1", "Task 2"]   # one row per earlier task, its own y position
     assert left["layer"][0]["encoding"]["y"]["field"] == "name"
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_train_page_offers_an_update_of_trained_classes_with_new_images(home, lang):
+    store = Store(home)
+    ids = make_labels(store, ["cat", "dog"])
+    fake_live_worker(store)
+    run = runs.create_run(store, EXPERT, "r")
+    first = runs.request_task(store, EXPERT, run["id"], [ids["cat"], ids["dog"]])
+    task = runs.list_tasks(store, run["id"])[0]
+    # the task finished (as the worker commits it): its train images are learned
+    store.execute("UPDATE tasks SET status = 'done' WHERE id = ?", (task["id"],))
+    store.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (first["job_id"],))
+    for r in store.query("SELECT id, label_id FROM images WHERE split = 'train'"):
+        store.execute("INSERT INTO task_images (task_id, image_id, label_id) VALUES (?,?,?)",
+                      (task["id"], r["id"], r["label_id"]))
+    store.execute("UPDATE labels SET status = 'trained'")
+    at = page("train", home, EXPERT, lang=lang)
+    at.run()
+    assert not at.exception, at.exception
+    at.radio(key=f"tr_mode_{run['id']}").set_value("update").run()
+    assert not at.exception
+    assert at.info and ("No class of this run has new train images" in at.info[0].value if lang == "en"
+                        else "新しい学習用画像はありません" in at.info[0].value)
+    reasons = [df.value for df in at.dataframe if ("Reason" if lang == "en" else "理由") in df.value.columns][0]
+    assert len(reasons) == 2
+    # three new images of "cat": offered, with how many
+    from test_task_update import add_train_images
+    add_train_images(store, ids["cat"], "cat", 3, start=70_000)
+    at = page("train", home, EXPERT, lang=lang)
+    at.run()
+    hint = "1 trained classes of this run have new images" if lang == "en" else "1 件に新しい画像があります"
+    assert any(hint in i.value for i in at.info)           # learn-new mode points at the update
+    at.radio(key=f"tr_mode_{run['id']}").set_value("update").run()
+    picker = at.multiselect(key=f"tr_update_{run['id']}")
+    assert list(picker.options) == [
+        "cat · +3 new train images" if lang == "en" else "cat · 学習用画像 +3 枚"]
+    picker.set_value([o for o in runs.update_eligibility(store, run["id"]) if o["eligible"]]).run()
+    assert at.button(key="tr_start").label == ("Start the update" if lang == "en" else "更新を開始")
+    at.button(key="tr_start").click().run()
+    assert not at.exception, at.exception
+    tasks = runs.list_tasks(store, run["id"])
+    assert [(t["idx"], t["kind"], t["label_ids"]) for t in tasks] == [
+        (0, "new", [ids["cat"], ids["dog"]]), (1, "update", [ids["cat"]])]
+    job = jobs.list_jobs(store, run_id=run["id"])[0]
+    assert job["payload"]["kind"] == "update" and job["status"] == "queued"
