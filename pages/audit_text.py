@@ -54,7 +54,7 @@ HIDDEN = {"upload", "task_id", "image_ids"}
 # Image counts where zero is the normal case and only noise.
 QUIET_ZEROS = {"duplicate", "conflict", "error"}
 ACTORS = {"system": "ap.actor.system", "anonymous": "ap.actor.anonymous"}
-KINDS = {"train": "ap.kind.train"}
+KINDS = {"train": "ap.kind.train", "new": "hi.kind.new", "update": "hi.kind.update"}   # jobs; tasks
 MATCHES = {"confirmed": "ap.match.confirmed", "new-entry": "ap.match.new_entry"}
 SOURCES = {"upload": "ap.source.upload", "folder": "ap.source.folder"}
 RULES = {"min_holdout": "ap.rule.min_holdout"}

@@ -24,7 +24,7 @@ if not ready:
 run = st.selectbox(ctx.t("pr.run"), ready, key="pr_run",
                    format_func=lambda r: run_text(r, ctx.lang))
 done = runs.done_tasks(store, run["id"])
-st.caption(ctx.t("pr.model_line", idx=task_no(done[-1]["idx"]), classes=sum(len(t["label_ids"]) for t in done),
+st.caption(ctx.t("pr.model_line", idx=task_no(done[-1]["idx"]), classes=len({i for t in done for i in t["label_ids"]}),
                  method=method_title(run["config"].get("method", "both"), ctx.lang),
                  encoder=encoder_text(run["encoder"], ctx.lang)))
 k = st.slider(ctx.t("pr.top_k"), 1, 10, 5, key="pr_k")
