@@ -7,7 +7,9 @@ it becomes a new term with its dictionary reading) and uploads generated images 
 them and re-links ﾖｺﾞﾚ to 異物, creates a run and trains task 1 (傷, 錆) with the tiny test encoder,
 reloads the page mid-training (still logged in, same page), queues task 2 and cancels it (the page
 offers task 2 again at once, without a reload), trains it → History (numbered from 1, per-task
-forgetting) → Predict with an image of a class never trained → the same pages in English, where no
+forgetting) → four more images of キズ, learned by an update of the trained class (issue 17 item 3):
+task 3, a row of History marked as an update, whose cells name the images they rest on → Predict
+with an image of a class never trained → the same pages in English, where no
 visible text may be a raw message key or an internal id. Screenshots of every step go to
 test-artifacts/browser/.
 """
@@ -272,11 +274,54 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
     cells = store.query("SELECT trained_task, eval_task, acc FROM metrics WHERE run_id = ? ORDER BY 1, 2", (run["id"],))
     assert [(c["trained_task"], c["eval_task"]) for c in cells] == [(0, 0), (1, 0), (1, 1)]
 
+    # 7b. more images of a trained class: the Train page offers to update it (not "included in task 1"),
+    # the update learns only the new images as task 3, and History shows it as a row marked as an
+    # update, each cell with the images it rests on (issue 17 items 3 and 5)
+    from core import runs as run_service
+
+    kizu = proposed["キズ"]["id"]
+    app.nav(JA["nav_images"])
+    more = _make_images(tmp_path / "upload-more" / "キズ", "キズ追加", COLOURS["キズ"], 40, n=4)
+    app.choose("img_label", "キズ")
+    app.upload("img_upload_files", more)
+    app.click("img_add")
+    _wait_for(lambda: store.query_one("SELECT COUNT(*) AS n FROM images WHERE label_id = ?", (kizu,))["n"]
+              == IMAGES_PER_LABEL + 4, 60, "4 more images of キズ", server)
+    [offer] = [r for r in run_service.update_eligibility(store, run["id"]) if r["id"] == kizu]
+    assert offer["eligible"] and offer["n_new"] >= 1, offer
+    app.nav(JA["nav_train"])
+    app.see("学習済みクラスを更新")
+    app.pick(f"tr_mode_{run['id']}", "学習済みクラスを更新")
+    app.choose(f"tr_update_{run['id']}", f"学習用画像 +{offer['n_new']} 枚")
+    app.shot("update-trained-class-composed")
+    _assert_readable(app, "ja", "Train (update)")
+    app.click("tr_start")
+    fourth = _wait_for(lambda: store.query_one("SELECT id FROM jobs WHERE kind = 'train' AND id > ?", (third["id"],)),
+                       30, "the update's job", server)
+    done = _wait_for(lambda: store.query_one("SELECT status, error FROM jobs WHERE id = ? AND status IN "
+                                             "('done', 'failed', 'cancelled')", (fourth["id"],)),
+                     180, "the update to finish", server)
+    assert done["status"] == "done", done["error"]
+    update = store.query_one("SELECT id, idx, kind FROM tasks WHERE run_id = ? AND idx = 2", (run["id"],))
+    assert update["kind"] == "update"
+    learned = {r["image_id"] for r in store.query("SELECT image_id FROM task_images WHERE task_id = ?", (update["id"],))}
+    assert len(learned) == offer["n_new"]                  # only the new train images
+    app.nav(JA["nav_history"])
+    app.see_cell("タスク 3（更新）の後")
+    cell = store.query_one("SELECT n_images, n_correct FROM metrics WHERE run_id = ? AND trained_task = 2 "
+                           "AND eval_task = 0", (run["id"],))
+    behind = app.see_cell(f"{cell['n_correct']}/{cell['n_images']}")      # the images behind the cell
+    assert f"{cell['n_correct']}/{cell['n_images']}" in behind.text_content()
+    app.see("最新モデルのクラス別精度")
+    app.see("最新モデルの混同行列")
+    app.shot("history-after-update")
+    _assert_readable(app, "ja", "History (update)")
+
     # 8. Predict an image of a class never trained (飛行機): an answer in Japanese either way
     app.nav(JA["nav_predict"])
     [plane] = _make_images(tmp_path / "predict", "飛行機", COLOURS[UNTRAINED], 99, n=1)
     app.upload("pr_upload", [plane])
-    app.page.get_by_text("予測（タスク 2 時点のモデル）").or_(app.page.get_by_text("参考: 最も近いクラス")).first.wait_for(
+    app.page.get_by_text("予測（タスク 3 時点のモデル）").or_(app.page.get_by_text("参考: 最も近いクラス")).first.wait_for(
         state="visible", timeout=60_000)
     app.shot("predict-untrained-class")
     _assert_readable(app, "ja", "Predict")
@@ -289,6 +334,9 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
         if title == "History":
             app.see("Forgetting per task")
             app.see_cell("After task 2")
+            app.see_cell("After task 3 (update)")
+            app.see_cell(f"{cell['n_correct']}/{cell['n_images']}")
+            app.see("Latest model, per class")
         app.shot(f"en-{title.lower()}")
         _assert_readable(app, "en", f"{title} (English)")
     trail = [(r["actor"], r["action"]) for r in store.query(
@@ -296,5 +344,5 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
         "'run.create', 'task.request', 'job.cancel') ORDER BY id")]
     assert trail == [*[("eri", "label.propose")] * 4, *[("rei", "label.approve")] * 4, ("rei", "label.relink"),
                      ("rei", "run.create"), ("rei", "task.request"), ("rei", "task.request"), ("rei", "job.cancel"),
-                     ("rei", "task.request")]
+                     ("rei", "task.request"), ("rei", "task.request")]
     print(f"new-user path took {time.monotonic() - started:.0f} s")

@@ -234,6 +234,11 @@ class App:
                 self.idle()
         raise AssertionError(f"no option containing {option!r} in {key!r}; offered: {offered}")
 
+    def pick(self, key: str, option: str) -> "App":
+        """Pick the radio button whose label is ``option`` (exact text)."""
+        self.keyed(key).get_by_text(option, exact=True).first.click()
+        return self.idle()
+
     def upload(self, key_prefix: str, paths: list[Path]) -> "App":
         self.page.locator(f'[class*="st-key-{key_prefix}"] input[type="file"]').first.set_input_files(
             [str(p) for p in paths])
