@@ -228,8 +228,10 @@ def label_eligibility(store: Store, run_id: int, labels: list[dict] | None = Non
         row["n_new"] = len(fresh.get(label["id"], []))
         if label["id"] in in_run:
             # Messages name tasks as people count them, from 1 (``idx`` is 0-based).
-            key = "runs.reason.in_run_update" if row["n_new"] else "runs.reason.in_run"
-            row["eligible"], row["reason"] = False, (key, {"task": in_run[label["id"]] + 1, "n": row["n_new"]})
+            task = in_run[label["id"]] + 1
+            row["eligible"], row["reason"] = False, (
+                ("runs.reason.in_run_update", {"task": task, "n": row["n_new"]}) if row["n_new"]
+                else ("runs.reason.in_run", {"task": task}))
         elif label["status"] not in ("approved", "trained"):
             row["eligible"], row["reason"] = False, ("runs.reason.not_approved", {"status": label["status"]})
         elif not r.ok:
