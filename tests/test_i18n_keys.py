@@ -176,6 +176,8 @@ def families() -> dict[str, set[str]]:
         "gp.col.": set(_module_constant("pages/glossary_terms.py", "TABLE_COLUMNS")),
         "nbrpage.col.": set(_module_constant("pages/neighbours.py", "TABLE_COLUMNS")),
         "lp.": set(_module_constant("pages/labels.py", "REVIEW_ACTIONS")),
+        "hi.kind.": set(_module_constant("core/runs.py", "TASK_KINDS")),      # a task's kind: new / update
+        "tr.mode.": set(_module_constant("core/runs.py", "TASK_KINDS")),
     }
 
 
