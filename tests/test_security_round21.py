@@ -1,0 +1,77 @@
+"""Issue 21, the attacker's table: each test here failed before its fix (F1–F9, F11–F13 and the
+"Also" list; F10 is tests/test_features.py)."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from core.i18n import UserError
+from core.prediction import predict_image
+from core.store import Store
+from tests.test_security_training import _trained_run
+from tests.test_worker import REVIEWER, class_image
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGCL_ENCODER", "tiny-test")
+    return Store(tmp_path / "home")
+
+
+@pytest.fixture
+def trained(home):
+    return home, _trained_run(home)
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **kw)
+    return out.getvalue()
+
+
+# ---- F1: Predict decodes only the upload path's formats, checked before decoding -----------------
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\n"
+       b"newpath 0 0 moveto 32 32 lineto stroke showpage\n%%EOF\n")
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "SPIDER", "EPS"])
+def test_predict_refuses_formats_the_upload_path_refuses_before_decoding(trained, monkeypatch, fmt):
+    from PIL import EpsImagePlugin, ImageFile
+
+    home, run = trained
+    data = EPS if fmt == "EPS" else _encode(Image.new("RGB" if fmt == "ICO" else "F", (32, 32), 3), fmt)
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.format) or real_load(self))
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "load",
+                        lambda self, *a, **k: decoded.append("EPS") or (_ for _ in ()).throw(AssertionError))
+    with pytest.raises(UserError) as err:
+        predict_image(home, REVIEWER, run["id"], data)   # named .jpg or not: the content decides
+    if fmt == "SPIDER":   # Pillow has no magic-byte test for SPIDER, so it is named as no image at all
+        assert err.value.key == "images.not_image"
+    else:
+        assert err.value.key == "images.unsupported_format"
+        assert fmt in err.value.message("en") and "対応していない形式" in err.value.message("ja")
+    assert decoded == []                                  # no decoder ever ran (no Ghostscript)
+    # the upload path's formats still predict
+    assert predict_image(home, REVIEWER, run["id"], class_image("cat", 3))["predictions"]
+
+
+# ---- F2: Predict applies the upload path's size checks --------------------------------------------
+def test_predict_refuses_pictures_over_the_pixel_limit_and_bombs(trained):
+    home, run = trained
+    over_limit = _encode(Image.new("1", (9000, 9000)), "PNG")        # 81 MP > the 40 MP setting
+    assert len(over_limit) < 200_000
+    with pytest.raises(UserError) as err:
+        predict_image(home, REVIEWER, run["id"], over_limit)
+    assert err.value.key == "images.too_many_pixels" and "9000" in err.value.message("ja")
+    bomb = _encode(Image.new("1", (13000, 13000)), "PNG")           # past Pillow's bomb limit
+    with pytest.raises(UserError) as err:
+        predict_image(home, REVIEWER, run["id"], bomb)
+    assert err.value.key == "images.decompression_bomb"
+    too_big = b"\xff\xd8" + b"\0" * (21 * 1024 * 1024)               # over the 20 MB upload limit
+    with pytest.raises(UserError) as err:
+        predict_image(home, REVIEWER, run["id"], too_big)
+    assert err.value.key == "images.too_large"
