@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.i18n import LANGS, UserError, t
+from core.i18n import LANGS, UserError, as_markdown, t, t_markdown
 from core.inputs import MAX_PASSWORD, MAX_USERNAME
 
 ROOT = Path(__file__).resolve().parent
@@ -89,7 +89,7 @@ def _login_page(ctx, next_path: str) -> None:
             try:
                 log_in(ctx.store, lang, username, password, next_path)
             except UserError as err:
-                st.error(err.message(lang))
+                st.error(as_markdown(err.message, lang))
 
 
 def _logged_out_navigation(ctx):
@@ -130,12 +130,12 @@ def _sidebar(ctx) -> None:
 
     lang, actor = ctx.lang, ctx.actor
     with st.sidebar:
-        st.caption(t("app.user", lang, user=actor.username, role=t(f"role.{actor.role}", lang)))
+        st.caption(t_markdown("app.user", lang, user=actor.username, role=t(f"role.{actor.role}", lang)))
         spec, random_weights = encoder_badge(ctx.store)
-        st.caption(t("app.encoder", lang, name=encoder_text(spec, lang)))   # title (spec), not the bare spec
+        st.caption(t_markdown("app.encoder", lang, name=encoder_text(spec, lang)))   # title (spec), not the bare spec
         if random_weights:
             st.warning(t("app.encoder_random", lang))
-        st.caption(t("app.home", lang, home=ctx.store.home))
+        st.caption(t_markdown("app.home", lang, home=ctx.store.home))
         if st.button(t("login.logout", lang), key="logout"):
             log_out(ctx.store)
 
@@ -151,7 +151,7 @@ def main() -> None:
         ctx = page_context(require_login=False)
         _start_once(str(ctx.store.home))
     except UserError as err:      # e.g. the data home is on a network file system, or the disk is full
-        st.error(t("app.start_failed", lang, reason=err.message(lang)))
+        st.error(t_markdown("app.start_failed", lang, reason=err.message(lang)))
         st.stop()
     if ctx.actor is None:
         page = _logged_out_navigation(ctx)

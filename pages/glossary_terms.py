@@ -18,9 +18,9 @@ query = st.text_input(ctx.t("gp.search"), key="gloss_search")
 if query.strip():
     hit = glossary.lookup(query)
     found = f"{hit.canonical} — {ctx.t('tier.' + hit.tier)}" if hit.auto else ctx.t("gp.no_match")
-    st.markdown(ctx.t("gp.lookup", query=query, result=found))
+    st.markdown(ctx.md("gp.lookup", query=query, result=found))
     if hit.suggestions:
-        st.caption(ctx.t("gp.suggestions", items=", ".join(
+        st.caption(ctx.md("gp.suggestions", items=", ".join(
             f"{s.canonical} ({ctx.t('tier.' + s.tier)})" for s in hit.suggestions)))
 
 rows = glossary_store.entry_rows(store)
@@ -108,10 +108,10 @@ with st.expander(ctx.t("gp.new")):
         hint = dictionary.term_hint(term)
         if hint is None:
             st.caption(ctx.t("gp.dict_none") if dictionary.available()
-                       else ctx.t("dict.unavailable", reason=dictionary.unavailable_reason() or ""))
+                       else ctx.md("dict.unavailable", reason=dictionary.unavailable_reason() or ""))
         else:
-            st.info(ctx.t("dict.hint", reading=hint.reading, en=hint.en) + "  \n"
-                    + ctx.t("gp.dict_glosses", glosses="; ".join(hint.glosses)))
+            st.info(ctx.md("dict.hint", reading=hint.reading, en=hint.en) + "  \n"
+                    + ctx.md("gp.dict_glosses", glosses="; ".join(hint.glosses)))
             if st.button(ctx.t("gp.dict_use"), key="gloss_dict_use"):
                 st.session_state["new_entry_canonical_"] = normalize_chars(term)
                 st.session_state["new_entry_reading_"] = hint.reading

@@ -14,7 +14,7 @@ import streamlit as st
 
 from core import sessions
 from core.auth import Actor
-from core.i18n import DEFAULT_LANG, LANGS, UserError, t
+from core.i18n import DEFAULT_LANG, LANGS, UserError, as_markdown, escape_markdown, t, t_markdown
 from core.store import Store, default_home
 from pages import session_cookie
 
@@ -40,10 +40,22 @@ class PageContext:
     expired: bool = False        # a session just ended by its idle timeout or lifetime
 
     def t(self, key: str, **params) -> str:
+        """A UI string for a place that shows plain text (a select box option, a table, a chart)."""
         return t(key, self.lang, **params)
 
+    def md(self, key: str, **params) -> str:
+        """A UI string for a place that renders Markdown (st.markdown/caption/info/warning/error/success,
+        toasts, button, checkbox, radio and expander labels): every text parameter — a label, alias,
+        run, file or user name — is escaped, so a name like ``![t](http://host/x.png)`` shows as typed."""
+        return t_markdown(key, self.lang, **params)
+
     def error(self, err: UserError) -> None:
-        st.error(err.message(self.lang))
+        st.error(as_markdown(err.message, self.lang))
+
+
+def md(text) -> str:
+    """User text (or text built from it) placed into Markdown by hand: shown as typed."""
+    return escape_markdown(text)
 
 
 def current_lang() -> str:

@@ -75,3 +75,49 @@ def test_predict_refuses_pictures_over_the_pixel_limit_and_bombs(trained):
     with pytest.raises(UserError) as err:
         predict_image(home, REVIEWER, run["id"], too_big)
     assert err.value.key == "images.too_large"
+
+
+# ---- F3: user text is escaped wherever it is rendered as Markdown ---------------------------------
+IMAGE_NAME = "![t](http://host/x.png)"
+LINK_ALIAS = "[Session expired: sign in again](http://evil.example/login)"
+
+
+def _markdown_texts(at) -> list[str]:
+    """Every text the page hands to Streamlit's Markdown renderer."""
+    texts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success", "subheader", "title")
+             for e in getattr(at, kind)]
+    texts += [b.label for b in at.button] + [c.label for c in at.checkbox] + [e.label for e in at.expander]
+    texts += [o for r in at.radio for o in r.options]
+    return [str(x) for x in texts]
+
+
+def test_label_and_alias_names_are_shown_as_typed_not_as_markdown(tmp_path, monkeypatch):
+    import re
+
+    from streamlit.testing.v1 import AppTest
+
+    from core import labels, settings
+    from core.auth import SYSTEM
+    from tests.conftest import log_in_page
+    from tests.test_page_labels import REPO
+
+    monkeypatch.delenv("SGCL_ENCODER", raising=False)
+    store = Store(tmp_path)
+    settings.update(store, SYSTEM, {"encoder": "tiny-test"})
+    label = labels.propose(store, REVIEWER, IMAGE_NAME, create_entry=True)
+    labels.add_alias(store, REVIEWER, label["id"], LINK_ALIAS)
+    at = AppTest.from_file(str(REPO / "pages" / "labels.py"), default_timeout=90)
+    log_in_page(at, tmp_path, REVIEWER, "en")
+    at.session_state["lang"] = "en"
+    at.run()
+    assert not at.exception
+    at.text_input(key="propose_name").input("[click](http://evil.example/) :red[x]").run()
+    assert not at.exception
+    texts = _markdown_texts(at)
+    # the names are on the page, escaped …
+    assert any(r"\!\[t\]\(http\://host/x\.png\)" in x for x in texts), texts
+    assert any(r"\[Session expired\: sign in again\]\(http\://evil\.example/login\)" in x for x in texts), texts
+    # … and nothing anywhere is a live image, link or Streamlit directive made of user text
+    for text in texts:
+        assert not re.search(r"(?<!\\)\]\(", text), text
+        assert not re.search(r"(?<!\\):red(?<!\\)\[", text), text
