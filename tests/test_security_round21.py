@@ -121,3 +121,35 @@ def test_label_and_alias_names_are_shown_as_typed_not_as_markdown(tmp_path, monk
     for text in texts:
         assert not re.search(r"(?<!\\)\]\(", text), text
         assert not re.search(r"(?<!\\):red(?<!\\)\[", text), text
+
+
+# ---- F4: run names are cleaned like labels; the metrics CSV is formula-safe ----------------------
+@pytest.mark.parametrize("name, key", [
+    ("x" * 1_000_000, "input.too_long"),
+    ("run\x00one", "input.control_char"),
+    ("\u200b\u200c\u2060", "runs.empty_name"),
+    ("   ", "runs.empty_name"),
+])
+def test_bad_run_names_are_refused_with_a_message(home, name, key):
+    from core import runs
+
+    with pytest.raises(UserError) as err:
+        runs.create_run(home, REVIEWER, name)
+    assert err.value.key == key
+    assert err.value.message("ja") and err.value.message("en")
+    assert home.query("SELECT COUNT(*) AS n FROM runs")[0]["n"] == 0
+
+
+def test_run_names_lose_bidi_overrides_and_the_metrics_csv_is_formula_safe(trained):
+    import csv
+
+    from core import runs
+
+    home, run = trained
+    cleaned = runs.create_run(home, REVIEWER, "abc\u202edef\u200b")
+    assert cleaned["name"] == "abcdef"
+    evil = runs.create_run(home, REVIEWER, '=HYPERLINK("http://evil.example","x")')
+    home.execute("UPDATE metrics SET run_id = ? WHERE run_id = ?", (evil["id"], run["id"]))
+    rows = list(csv.reader(io.StringIO(runs.metrics_csv(home, REVIEWER, evil["id"]))))
+    assert len(rows) > 1
+    assert all(r[1] == "'" + evil["name"] for r in rows[1:])
