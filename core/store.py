@@ -214,6 +214,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE tasks ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE metrics ADD COLUMN rejected REAL;
     """,
+    # 4: a session belongs to a random, never-reused account identity (users.uid, set by core/users.py),
+    # not only to the row id, which SQLite hands out again after a row is deleted by hand: a deleted
+    # user's cookie must not log in as the next account that gets the same id.
+    """
+    ALTER TABLE users ADD COLUMN uid TEXT;
+    UPDATE users SET uid = lower(hex(randomblob(16))) WHERE uid IS NULL;
+    CREATE UNIQUE INDEX users_uid ON users(uid);
+    ALTER TABLE sessions ADD COLUMN user_uid TEXT;
+    UPDATE sessions SET user_uid = (SELECT uid FROM users WHERE users.id = sessions.user_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

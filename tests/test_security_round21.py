@@ -153,3 +153,71 @@ def test_run_names_lose_bidi_overrides_and_the_metrics_csv_is_formula_safe(train
     rows = list(csv.reader(io.StringIO(runs.metrics_csv(home, REVIEWER, evil["id"]))))
     assert len(rows) > 1
     assert all(r[1] == "'" + evil["name"] for r in rows[1:])
+
+
+# ---- F5, F6, F13: sessions ------------------------------------------------------------------------
+PASSWORD = "a long pass phrase"
+
+
+@pytest.fixture
+def accounts(tmp_path):
+    from core import users
+    from core.auth import SYSTEM
+
+    store = Store(tmp_path / "accounts")
+    users.create_user(store, SYSTEM, "boss", PASSWORD, "admin")
+    return store
+
+
+def _login(store, username="boss", password=PASSWORD):
+    from core import sessions, users
+
+    return sessions.start(store, users.authenticate(store, username, password).username)
+
+
+def test_wrong_passwords_lock_new_logins_but_not_the_live_session(accounts):
+    from core import sessions, users
+
+    live = _login(accounts)
+    for _ in range(users.MAX_FAILED_LOGINS + 1):          # anyone can do this, without a password
+        with pytest.raises(UserError):
+            users.authenticate(accounts, "boss", "wrong password")
+    with pytest.raises(UserError) as err:                  # a new login is refused …
+        users.authenticate(accounts, "boss", PASSWORD)
+    assert err.value.key == "auth.bad_login"
+    session = sessions.resolve(accounts, live.token)        # … the admin at work stays logged in
+    assert session is not None and session.actor.username == "boss"
+
+
+def test_lowering_the_session_lifetime_shortens_open_sessions(accounts):
+    import time
+
+    from core import sessions, settings
+    from core.auth import SYSTEM
+
+    start = time.time()
+    login = sessions.start(accounts, "boss", now=start - 3 * 3600)     # three hours ago
+    accounts.execute("UPDATE sessions SET last_seen_at = ?", (start - 60,))
+    assert sessions.resolve(accounts, login.token, now=start) is not None
+    settings.update(accounts, SYSTEM, {"session_max_seconds": 2 * 3600})
+    assert sessions.resolve(accounts, login.token, now=start) is None
+    assert sessions.was_expired(accounts, login.token)                 # "your session expired"
+
+
+def test_a_cookie_of_a_deleted_account_does_not_log_in_as_the_next_account_with_its_id(accounts):
+    import sqlite3
+
+    from core import sessions, users
+    from core.auth import SYSTEM
+
+    users.create_user(accounts, SYSTEM, "old", PASSWORD, "expert")
+    old = _login(accounts, "old")
+    old_id = users.get_user(accounts, "old")["id"]
+    raw = sqlite3.connect(accounts.home / "sgcl.db")      # by hand: no foreign keys, no service
+    raw.execute("DELETE FROM users WHERE id = ?", (old_id,))
+    raw.commit()
+    raw.close()
+    users.create_user(accounts, SYSTEM, "newcomer", PASSWORD, "admin")
+    assert users.get_user(accounts, "newcomer")["id"] == old_id         # SQLite reuses the id
+    assert sessions.resolve(accounts, old.token) is None
+    assert sessions.resolve(accounts, _login(accounts, "newcomer").token).actor.username == "newcomer"
