@@ -221,3 +221,32 @@ def test_a_cookie_of_a_deleted_account_does_not_log_in_as_the_next_account_with_
     assert users.get_user(accounts, "newcomer")["id"] == old_id         # SQLite reuses the id
     assert sessions.resolve(accounts, old.token) is None
     assert sessions.resolve(accounts, _login(accounts, "newcomer").token).actor.username == "newcomer"
+
+
+# ---- F9: one notion of "invisible", applied wherever names are compared or validated ------------
+INVISIBLE = ["\u034f", "\ufe0f", "\u3164", "\ufe00", "\U000e0100", "\u2800", "\u115f", "\u1160", "\uffa0",
+             "\u200b", "\u2060", "\u180b"]
+
+
+@pytest.mark.parametrize("ch", INVISIBLE, ids=[f"U+{ord(c):04X}" for c in INVISIBLE])
+def test_invisible_characters_do_not_make_a_new_label_or_a_name(tmp_path, ch):
+    from core import labels
+
+    store = Store(tmp_path)
+    labels.propose(store, REVIEWER, "打痕", create_entry=True)
+    with pytest.raises(UserError) as err:                  # the same name with an invisible character
+        labels.propose(store, REVIEWER, f"打{ch}痕", create_entry=True)
+    assert err.value.key in ("labels.duplicate", "labels.duplicate_entry")
+    with pytest.raises(UserError) as err:                  # a name of nothing but invisible characters
+        labels.propose(store, REVIEWER, ch * 3, create_entry=True)
+    assert err.value.key in ("labels.empty_name", "input.empty")
+
+
+def test_a_name_of_combining_marks_only_is_refused_and_accents_stay(tmp_path):
+    from core import labels
+
+    store = Store(tmp_path)
+    with pytest.raises(UserError) as err:
+        labels.propose(store, REVIEWER, "\u0301\u0308\u20dd", create_entry=True)
+    assert err.value.key in ("labels.empty_name", "input.empty")
+    assert labels.propose(store, REVIEWER, "cafe\u0301 stain", create_entry=True)["name"] in ("café stain", "cafe\u0301 stain")
