@@ -74,8 +74,10 @@ _IGNORABLE = re.compile(
 
 
 def is_invisible(ch: str) -> bool:
-    """True for a character that shows nothing by itself (see ``_IGNORABLE``)."""
-    return bool(_IGNORABLE.match(ch)) or unicodedata.category(ch) == "Cf"
+    """True for a character that shows nothing by itself (see ``_IGNORABLE``). A lone surrogate
+    (category Cs: a byte of a non-UTF-8 file name that Python escaped) is not text at all and counts
+    too, so a look-up never hands one to the tokenizer (core.inputs refuses them in stored text)."""
+    return bool(_IGNORABLE.match(ch)) or unicodedata.category(ch) in ("Cf", "Cs")
 
 
 def strip_invisible(text: str) -> str:

@@ -250,3 +250,60 @@ def test_a_name_of_combining_marks_only_is_refused_and_accents_stay(tmp_path):
         labels.propose(store, REVIEWER, "\u0301\u0308\u20dd", create_entry=True)
     assert err.value.key in ("labels.empty_name", "input.empty")
     assert labels.propose(store, REVIEWER, "cafe\u0301 stain", create_entry=True)["name"] in ("café stain", "cafe\u0301 stain")
+
+
+# ---- F8: names that are not UTF-8 ------------------------------------------------------------------
+def test_import_folder_reports_non_utf8_names_per_file_and_imports_the_rest(tmp_path):
+    import os
+
+    from core import images, labels
+
+    store = Store(tmp_path / "home")
+    root = tmp_path / "tree"
+    good = root / "cat"
+    good.mkdir(parents=True)
+    for i in range(3):
+        (good / f"ok-{i}.png").write_bytes(class_image("cat", i))
+    sjis = "傷".encode("shift_jis")                                   # b'\x8f\x9d': not UTF-8
+    with open(os.path.join(os.fsencode(good), b"scratch-" + sjis + b".png"), "wb") as fh:
+        fh.write(class_image("cat", 9))
+    os.mkdir(os.path.join(os.fsencode(root), sjis))                  # a whole label folder so named
+    with open(os.path.join(os.fsencode(root), sjis, b"x.png"), "wb") as fh:
+        fh.write(class_image("dog", 1))
+    report = images.import_folder(store, REVIEWER, root, create_labels=True)
+    by_status = {}
+    for r in report.results:
+        by_status.setdefault(r.status, []).append(r)
+    assert len(by_status["added"]) == 3
+    bad = [r for r in by_status["error"] if r.message_key == "images.folder_bad_name"]
+    assert len(bad) == 2
+    for r in bad:
+        assert "\\x8f\\x9d" in r.name and "UTF-8" in r.message("ja") and "UTF-8" in r.message("en")
+    assert [l["name"] for l in labels.list_labels(store, ("approved",))] == ["cat"]
+
+
+@pytest.mark.parametrize("where", ["propose", "save_entry", "lookup", "alias", "username"])
+def test_lone_surrogates_are_a_clear_message_not_a_raw_error(tmp_path, where):
+    from core import glossary_store, labels, users
+    from core.auth import SYSTEM
+    from glossary.model import GlossaryEntry
+
+    store = Store(tmp_path)
+    name = "傷\udc83\udc8f"
+    if where == "lookup":            # a live look-up never raises: the bytes are not text
+        assert labels.preview(store, name).normalized == "傷"
+        return
+    with pytest.raises(UserError) as err:
+        if where == "propose":
+            labels.propose(store, REVIEWER, name, create_entry=True)
+        elif where == "save_entry":
+            glossary_store.save_entry(store, REVIEWER, GlossaryEntry(
+                id="user.x", canonical=name, reading="", en="", aliases=[], distinct_from=[], status="draft"),
+                create=True)
+        elif where == "alias":
+            label = labels.propose(store, REVIEWER, "打痕", create_entry=True)
+            labels.add_alias(store, REVIEWER, label["id"], name)
+        else:
+            users.create_user(store, SYSTEM, "eri\udc83", PASSWORD, "expert")
+    assert err.value.key == "input.not_text"
+    assert "UTF-8" in err.value.message("ja") and "UTF-8" in err.value.message("en")
