@@ -33,7 +33,7 @@ if __name__ != "__main__":
     # `streamlit run app.py` (and uvicorn app:app): the ASGI app with the session-cookie routes.
     from streamlit.runtime.pages_manager import PagesManager
 
-    from pages.session_cookie import routes
+    from pages.session_cookie import middleware, routes
 
     # A folder named pages/ beside the script makes Streamlit treat the process's first run as a legacy
     # multipage app until st.navigation is called; when that first run is a bookmark such as /history,
@@ -41,7 +41,7 @@ if __name__ != "__main__":
     # (an unstyled menu of every file in pages/). Our pages are st.navigation pages: say so up front.
     PagesManager.uses_pages_directory = False
 
-    app = st.App(__file__, routes=routes())
+    app = st.App(__file__, routes=routes(), middleware=middleware())
 
 
 def check_page_files(root: Path = ROOT) -> None:
@@ -125,7 +125,8 @@ def _logged_in_navigation(ctx):
 
 def _sidebar(ctx) -> None:
     from core.encoders import encoder_badge
-    from pages.ui import log_out
+    from pages import session_cookie
+    from pages.ui import cookie_token, log_out
     from pages.views import encoder_text
 
     lang, actor = ctx.lang, ctx.actor
@@ -136,7 +137,10 @@ def _sidebar(ctx) -> None:
         if random_weights:
             st.warning(t("app.encoder_random", lang))
         st.caption(t_markdown("app.home", lang, home=ctx.store.home))
-        if st.button(t("login.logout", lang), key="logout"):
+        token = cookie_token() if session_cookie.mounted() else None
+        if token:      # a POST with a proof only this page knows (F7): no link elsewhere logs anyone out
+            st.html(session_cookie.logout_form(token, t("login.logout", lang)))
+        elif st.button(t("login.logout", lang), key="logout"):
             log_out(ctx.store)
 
 

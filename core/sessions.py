@@ -28,6 +28,9 @@ from core.auth import Actor
 from core.store import Store
 
 COOKIE_NAME = "sgcl_session"
+# Over HTTPS the cookie carries the __Host- prefix: the browser then takes it only from this very origin
+# (Secure, Path=/, no Domain), so a page on a sibling host or another port cannot plant one (F7).
+HOST_COOKIE_NAME = "__Host-" + COOKIE_NAME
 TICKET_SECONDS = 60
 # Writing last_seen on every Streamlit rerun would make every click a write transaction that contends
 # with the worker; the idle timeout is counted in minutes, so once a minute is enough.
@@ -148,6 +151,12 @@ def was_expired(store: Store, token: str | None) -> bool:
         return False
     row = store.query_one("SELECT revoked_reason FROM sessions WHERE token_hash = ?", (_digest(token),))
     return row is not None and row["revoked_reason"] == "expired"
+
+
+def logout_proof(token: str) -> str:
+    """What the logout form posts along with the cookie: derived from the session's own token, so a page
+    of another site, which never sees the token, cannot make a browser log out (logout CSRF)."""
+    return hashlib.sha256(b"sgcl-logout\0" + token.encode("utf-8")).hexdigest()
 
 
 def revoke(store: Store, token: str | None, reason: str = "logout", *, now: float | None = None) -> bool:

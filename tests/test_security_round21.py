@@ -307,3 +307,108 @@ def test_lone_surrogates_are_a_clear_message_not_a_raw_error(tmp_path, where):
             users.create_user(store, SYSTEM, "eri\udc83", PASSWORD, "expert")
     assert err.value.key == "input.not_text"
     assert "UTF-8" in err.value.message("ja") and "UTF-8" in err.value.message("en")
+
+
+# ---- F7: framing, __Host- cookie, WebSocket origin, logout by POST, ticket without Sec-Fetch-Site --
+def _asgi(app, scope_extra: dict, headers: list[tuple[bytes, bytes]]):
+    """Run one request through ``app``; returns the messages it sent."""
+    import asyncio
+
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False} if scope_extra["type"] == "http" \
+            else {"type": "websocket.connect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"path": "/", "raw_path": b"/", "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8501), "http_version": "1.1", **scope_extra}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_every_answer_denies_framing_and_foreign_websockets_are_refused():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route, WebSocketRoute
+
+    from pages.session_cookie import SecurityHeaders
+
+    accepted = []
+
+    async def ws(websocket):
+        accepted.append(websocket.headers.get("origin"))
+        await websocket.accept()
+        await websocket.close()
+
+    inner = Starlette(routes=[Route("/", lambda r: PlainTextResponse("ok")), WebSocketRoute("/_stcore/stream", ws)])
+    app = SecurityHeaders(inner)
+    [start, *_] = _asgi(app, {"type": "http", "method": "GET", "scheme": "http"}, [(b"host", b"127.0.0.1:8501")])
+    headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+    assert headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    ws_scope = {"type": "websocket", "scheme": "ws", "path": "/_stcore/stream", "raw_path": b"/_stcore/stream",
+                "subprotocols": []}
+    for origin, ok in [("http://127.0.0.1:8501", True), ("http://127.0.0.1:9999", False),
+                       ("http://localhost:8501", False), ("https://evil.example", False)]:
+        accepted.clear()
+        sent = _asgi(app, ws_scope, [(b"host", b"127.0.0.1:8501"), (b"origin", origin.encode())])
+        assert bool(accepted) == ok, origin
+        if not ok:
+            assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+def test_app_py_serves_through_the_security_middleware(monkeypatch):
+    import importlib.util
+
+    from pages import session_cookie
+    from pages.session_cookie import SecurityHeaders
+    from tests.test_page_labels import REPO
+
+    monkeypatch.setattr(session_cookie, "_mounted", False)
+    spec = importlib.util.spec_from_file_location("app_for_test", REPO / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert any(m.cls is SecurityHeaders for m in module.app._user_middleware)
+
+
+def test_logout_is_a_post_with_proof_and_tickets_need_a_same_origin_signal(sgcl_home):
+    from core import sessions, users
+    from core.auth import SYSTEM
+    from pages import session_cookie
+    from tests.test_sessions import _call, _set_cookie_header
+
+    store = Store(sgcl_home)
+    users.create_user(store, SYSTEM, "eri", PASSWORD, "expert")
+    # a ticket is not redeemed without Sec-Fetch-Site (a script, or a browser that does not say)
+    login = sessions.start(store, "eri")
+    response = _call(session_cookie.set_session_cookie, session_cookie.SESSION_PATH, f"ticket={login.ticket}",
+                     fetch_site=None)
+    assert response.headers["location"] == "/" and b"set-cookie" not in dict(response.raw_headers)
+    # logout: only POST is routed, and a POST without the proof (another site's form) changes nothing
+    [route] = [r for r in session_cookie.routes() if r.path == session_cookie.LOGOUT_PATH]
+    assert route.methods == {"POST"}
+    login = sessions.start(store, "eri")
+    token, _, _ = sessions.redeem_ticket(store, login.ticket)
+    for body, site in [(b"", "same-origin"), (b"proof=guess", "same-origin"),
+                       (f"proof={sessions.logout_proof(token)}".encode(), "cross-site")]:
+        response = _call(session_cookie.clear_session_cookie, session_cookie.LOGOUT_PATH, cookie=token,
+                         method="POST", body=body, fetch_site=site)
+        assert b"set-cookie" not in dict(response.raw_headers)
+        assert sessions.resolve(store, token) is not None
+    response = _call(session_cookie.clear_session_cookie, session_cookie.LOGOUT_PATH, cookie=token,
+                     method="POST", body=f"proof={sessions.logout_proof(token)}".encode())
+    assert 'Max-Age=0' in _set_cookie_header(response) and sessions.resolve(store, token) is None
+
+
+def test_over_https_only_the_host_prefixed_cookie_counts():
+    from core import sessions
+    from pages.session_cookie import cookie_token
+
+    planted = {sessions.COOKIE_NAME: "attacker-token"}
+    assert cookie_token(planted, https=True) is None               # a sibling host planted it
+    assert cookie_token(planted, https=False) == "attacker-token"   # plain HTTP has no __Host- cookies
+    both = {**planted, sessions.HOST_COOKIE_NAME: "mine"}
+    assert cookie_token(both, https=True) == "mine" and cookie_token(both, https=False) == "mine"
