@@ -412,3 +412,67 @@ def test_over_https_only_the_host_prefixed_cookie_counts():
     assert cookie_token(planted, https=False) == "attacker-token"   # plain HTTP has no __Host- cookies
     both = {**planted, sessions.HOST_COOKIE_NAME: "mine"}
     assert cookie_token(both, https=True) == "mine" and cookie_token(both, https=False) == "mine"
+
+
+# ---- F11: export on a full disk ------------------------------------------------------------------
+def _disk_full_after(monkeypatch, n_ok: int):
+    import errno
+    import shutil
+    import zipfile
+
+    calls = {"n": 0}
+    real_write, real_copy = zipfile.ZipFile.write, shutil.copyfile
+
+    def full(*args, real, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > n_ok:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "write", lambda *a, **k: full(*a, real=real_write, **k))
+    monkeypatch.setattr(shutil, "copyfile", lambda *a, **k: full(*a, real=real_copy, **k))
+
+
+def _exportable(home):
+    from core import images, labels
+
+    label = labels.propose(home, REVIEWER, "打痕", create_entry=True)
+    labels.approve(home, REVIEWER, label["id"])
+    images.ingest_uploads(home, REVIEWER, label["id"], [(f"{i}.png", class_image("cat", i)) for i in range(4)])
+
+
+def test_export_on_a_full_disk_is_a_message_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    from core import cli, images
+
+    home = Store(tmp_path / "home")
+    _exportable(home)
+    out = tmp_path / "out"
+    out.mkdir()
+    _disk_full_after(monkeypatch, 2)
+    for fmt, dest in (("zip", out / "x.zip"), ("folder", out / "x")):
+        with pytest.raises(UserError) as err:
+            images.export_dataset(home, REVIEWER, dest, fmt=fmt)
+        assert err.value.key == "images.export_failed"
+        assert "ディスク" in err.value.message("ja") and "No space left" in err.value.message("en")
+    assert list(out.iterdir()) == []                          # no temp file or folder, no half export
+    home.close()
+    code = cli.main(["export", str(out / "y.zip"), "--home", str(tmp_path / "home"), "--as-system", "--lang", "en"])
+    assert code == 2 and "No space left" in capsys.readouterr().err and list(out.iterdir()) == []
+
+
+def test_images_page_export_on_a_full_disk_shows_the_message(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import log_in_page
+    from tests.test_page_labels import REPO
+
+    _exportable(Store(tmp_path))
+    at = AppTest.from_file(str(REPO / "pages" / "images.py"), default_timeout=90)
+    log_in_page(at, tmp_path, REVIEWER, "en")
+    at.session_state["lang"] = "en"
+    at.run()
+    _disk_full_after(monkeypatch, 1)
+    at.button(key="img_export").click().run()
+    assert not at.exception
+    assert any("could not be written" in e.value and "No space left" in e.value for e in at.error)
+    assert [p.name for p in (tmp_path / "exports").iterdir()] == []
