@@ -476,3 +476,54 @@ def test_images_page_export_on_a_full_disk_shows_the_message(tmp_path, monkeypat
     assert not at.exception
     assert any("could not be written" in e.value and "No space left" in e.value for e in at.error)
     assert [p.name for p in (tmp_path / "exports").iterdir()] == []
+
+
+# ---- F12: a huge glossary CSV import ---------------------------------------------------------------
+def _glossary_csv(n: int) -> bytes:
+    rows = ["id,canonical,reading,en,embed_text,aliases,distinct_from,notes,status"]
+    rows += [f"bulk.{i},用語{i},ヨウゴ,term {i},,,,,approved" for i in range(n)]
+    return ("\n".join(rows) + "\n").encode("utf-8")
+
+
+def test_a_glossary_csv_over_the_row_limit_is_refused_early_with_a_message(tmp_path):
+    import time
+
+    from core import glossary_store, settings
+    from core.auth import SYSTEM
+
+    store = Store(tmp_path)
+    data = _glossary_csv(100_000)
+    seen = []
+    started = time.perf_counter()
+    with pytest.raises(UserError) as err:
+        glossary_store.preview_import(store, data, progress=seen.append)
+    took = time.perf_counter() - started
+    assert "20000" in err.value.message("en") and "20000" in err.value.message("ja")
+    assert max(seen) <= 20_001 and seen == sorted(seen)      # stopped at the limit, reporting progress
+    assert took < 15, took
+    settings.update(store, SYSTEM, {"glossary_import_max_rows": 100})
+    preview = glossary_store.preview_import(store, _glossary_csv(100))
+    assert len(preview.added) == 100
+
+
+def test_the_glossary_page_reads_an_import_once_not_on_every_rerun(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core import glossary_store
+    from tests.conftest import log_in_page
+    from tests.test_page_labels import REPO
+
+    Store(tmp_path)
+    calls = []
+    real = glossary_store.preview_import
+    monkeypatch.setattr(glossary_store, "preview_import", lambda *a, **k: calls.append(1) or real(*a, **k))
+    at = AppTest.from_file(str(REPO / "pages" / "glossary_terms.py"), default_timeout=90)
+    log_in_page(at, tmp_path, REVIEWER, "en")
+    at.session_state["lang"] = "en"
+    at.run()
+    at.file_uploader(key="gloss_csv").upload("big.csv", _glossary_csv(30), "text/csv").run()
+    assert not at.exception and len(calls) == 1
+    assert any("30" in i.value for i in at.info)
+    at.text_input(key="gloss_search").input("用語1").run()           # any other click reruns the page
+    at.run()
+    assert not at.exception and len(calls) == 1
