@@ -527,3 +527,128 @@ def test_the_glossary_page_reads_an_import_once_not_on_every_rerun(tmp_path, mon
     at.text_input(key="gloss_search").input("用語1").run()           # any other click reruns the page
     at.run()
     assert not at.exception and len(calls) == 1
+
+
+# ---- Also: checkpoint temp files, full disk in the worker, a vanished data home, stray workers -----
+def test_a_killed_checkpoint_write_leaves_no_temp_file_once_a_worker_starts(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from core.training import checkpoint_dir
+    from core.worker import Worker
+    from tests.conftest import REPO
+
+    store = Store(tmp_path / "home")
+    folder = checkpoint_dir(store, 1)
+    script = (
+        "import sys, time, torch\n"
+        "from core.sg import checkpoint\n"
+        "def slow(obj, f, *a, **k):\n"
+        "    f.write(b'x' * 1000); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+        "torch.save = slow\n"
+        "class Learner:\n"
+        "    def state_dict(self): return {}\n"
+        "table = {k: [[0.0]] for k in checkpoint._CLASS_TABLE_KEYS}\n"
+        "checkpoint.save_checkpoint(sys.argv[1], Learner(), table)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(folder / "task-0.pt")], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"writing", proc.stderr.read()
+        proc.send_signal(signal.SIGKILL)                     # kill -9 mid-write
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert [p.suffix for p in folder.iterdir()] == [".tmp"]  # what a killed write leaves
+    mine = folder / f"task-1.pt.w-x.{0}.live.tmp"             # someone else's: an unknown host, fresh
+    mine.write_bytes(b"partial")
+    Worker(store, device="cpu").register()
+    assert [p.name for p in folder.iterdir()] == [mine.name]
+    old = time.time() - 2 * 3600
+    import os
+    os.utime(mine, (old, old))                               # … and hours old: also gone
+    Worker(store, device="cpu").register()
+    assert list(folder.iterdir()) == []
+
+
+def _failing_job(store):
+    from core import jobs
+
+    return jobs.enqueue(store, "system", "train", {"run_id": 1, "task_idx": 0})
+
+
+def test_on_a_full_disk_the_worker_marks_its_job_failed_instead_of_exiting(tmp_path, monkeypatch):
+    import errno
+
+    from core import jobs
+    from core.store import StorageError
+    from core.worker import Worker
+
+    store = Store(tmp_path / "home")
+    job_id = _failing_job(store)
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    worker = Worker(store, device="cpu")
+    monkeypatch.setattr(worker, "handlers", lambda: {"train": full_disk})
+    real_fail, refusals = jobs.fail, {"n": 3}
+
+    def fail_while_full(*a, **k):                   # the database cannot write either, for a while
+        if refusals["n"] > 0:
+            refusals["n"] -= 1
+            raise StorageError("full")
+        return real_fail(*a, **k)
+
+    monkeypatch.setattr(jobs, "fail", fail_while_full)
+    worker.register()
+    assert worker.step() == "failed"                 # no exception: the worker goes on
+    assert jobs.get_job(store, job_id)["status"] == "running"
+    assert worker.step() is None                     # space again: the failure is recorded first
+    job = jobs.get_job(store, job_id)
+    assert job["status"] == "failed" and "No space left" in job["error"]
+    worker.unregister()
+
+
+def test_a_worker_whose_data_home_disappears_exits(tmp_path):
+    import shutil
+    import threading
+
+    from core.worker import Worker
+
+    store = Store(tmp_path / "home")
+    worker = Worker(store, device="cpu", poll=0.05)
+    thread = threading.Thread(target=worker.serve, kwargs={"precompute": False}, daemon=True)
+    thread.start()
+    try:
+        import time
+        time.sleep(0.5)
+        shutil.rmtree(tmp_path / "home")
+        thread.join(10)
+        assert not thread.is_alive()
+    finally:
+        worker.stopping.set()
+        thread.join(10)
+
+
+def test_the_browser_harness_stops_workers_the_database_does_not_list(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.browser.harness import stop_workers
+
+    home = tmp_path / "home"                         # no database at all: the worker never registered
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m", "core.worker",
+                             "--home", str(home)], start_new_session=True)
+    try:
+        import time
+        time.sleep(0.3)
+        assert stop_workers(home) == [proc.pid]
+        assert proc.wait(15) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
