@@ -652,3 +652,21 @@ def test_the_browser_harness_stops_workers_the_database_does_not_list(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+# ---- Also: only the worker marks labels trained; changing one's own password needs the old one ----
+@pytest.mark.parametrize("role", ["expert", "reviewer", "admin"])
+def test_no_user_role_may_mark_labels_trained(tmp_path, role):
+    from core import labels
+    from core.auth import SYSTEM, Actor
+
+    store = Store(tmp_path)
+    label = labels.propose(store, REVIEWER, "打痕", create_entry=True)
+    labels.approve(store, REVIEWER, label["id"])
+    for actor in (Actor("someone", role), Actor("system", "admin")):    # not even an account named "system"
+        with pytest.raises(UserError) as err:
+            labels.mark_trained(store, actor, [label["id"]])
+        assert err.value.key in ("err.system_only", "err.forbidden")
+        assert labels.get_label(store, label["id"])["status"] == "approved"
+    labels.mark_trained(store, SYSTEM, [label["id"]])
+    assert labels.get_label(store, label["id"])["status"] == "trained"
