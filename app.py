@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.i18n import LANGS, UserError, t
+from core.i18n import LANGS, UserError, as_markdown, t, t_markdown
 from core.inputs import MAX_PASSWORD, MAX_USERNAME
 
 ROOT = Path(__file__).resolve().parent
@@ -33,7 +33,7 @@ if __name__ != "__main__":
     # `streamlit run app.py` (and uvicorn app:app): the ASGI app with the session-cookie routes.
     from streamlit.runtime.pages_manager import PagesManager
 
-    from pages.session_cookie import routes
+    from pages.session_cookie import middleware, routes
 
     # A folder named pages/ beside the script makes Streamlit treat the process's first run as a legacy
     # multipage app until st.navigation is called; when that first run is a bookmark such as /history,
@@ -41,7 +41,7 @@ if __name__ != "__main__":
     # (an unstyled menu of every file in pages/). Our pages are st.navigation pages: say so up front.
     PagesManager.uses_pages_directory = False
 
-    app = st.App(__file__, routes=routes())
+    app = st.App(__file__, routes=routes(), middleware=middleware())
 
 
 def check_page_files(root: Path = ROOT) -> None:
@@ -89,7 +89,7 @@ def _login_page(ctx, next_path: str) -> None:
             try:
                 log_in(ctx.store, lang, username, password, next_path)
             except UserError as err:
-                st.error(err.message(lang))
+                st.error(as_markdown(err.message, lang))
 
 
 def _logged_out_navigation(ctx):
@@ -125,18 +125,22 @@ def _logged_in_navigation(ctx):
 
 def _sidebar(ctx) -> None:
     from core.encoders import encoder_badge
-    from pages.ui import log_out
+    from pages import session_cookie
+    from pages.ui import cookie_token, log_out
     from pages.views import encoder_text
 
     lang, actor = ctx.lang, ctx.actor
     with st.sidebar:
-        st.caption(t("app.user", lang, user=actor.username, role=t(f"role.{actor.role}", lang)))
+        st.caption(t_markdown("app.user", lang, user=actor.username, role=t(f"role.{actor.role}", lang)))
         spec, random_weights = encoder_badge(ctx.store)
-        st.caption(t("app.encoder", lang, name=encoder_text(spec, lang)))   # title (spec), not the bare spec
+        st.caption(t_markdown("app.encoder", lang, name=encoder_text(spec, lang)))   # title (spec), not the bare spec
         if random_weights:
             st.warning(t("app.encoder_random", lang))
-        st.caption(t("app.home", lang, home=ctx.store.home))
-        if st.button(t("login.logout", lang), key="logout"):
+        st.caption(t_markdown("app.home", lang, home=ctx.store.home))
+        token = cookie_token() if session_cookie.mounted() else None
+        if token:      # a POST with a proof only this page knows (F7): no link elsewhere logs anyone out
+            st.html(session_cookie.logout_form(token, t("login.logout", lang)))
+        elif st.button(t("login.logout", lang), key="logout"):
             log_out(ctx.store)
 
 
@@ -151,7 +155,7 @@ def main() -> None:
         ctx = page_context(require_login=False)
         _start_once(str(ctx.store.home))
     except UserError as err:      # e.g. the data home is on a network file system, or the disk is full
-        st.error(t("app.start_failed", lang, reason=err.message(lang)))
+        st.error(t_markdown("app.start_failed", lang, reason=err.message(lang)))
         st.stop()
     if ctx.actor is None:
         page = _logged_out_navigation(ctx)

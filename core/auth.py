@@ -23,7 +23,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit.read": frozenset({"supervisor", "admin"}),
     "settings.edit": frozenset({"admin"}),
     "user.manage": frozenset({"admin"}),
+    # Held by no person: only the worker, acting as SYSTEM, marks labels trained when their task completes.
+    "label.mark_trained": frozenset(),
 }
+# Permissions that only the SYSTEM actor object itself holds (not an account that happens to be called
+# "system" or to be an admin).
+SYSTEM_ONLY = frozenset({"label.mark_trained"})
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class Actor:
     role: str
 
     def can(self, permission: str) -> bool:
+        if permission in SYSTEM_ONLY:
+            return self is SYSTEM
         return self.role in PERMISSIONS[permission]
 
 
@@ -40,5 +47,7 @@ SYSTEM = Actor("system", "admin")
 
 def require(actor: Actor, permission: str) -> None:
     if not actor.can(permission):
+        if permission in SYSTEM_ONLY:
+            raise UserError("err.system_only", action=permission)
         roles = ", ".join(r for r in ROLES if r in PERMISSIONS[permission])
         raise UserError("err.forbidden", action=permission, roles=roles)

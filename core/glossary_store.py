@@ -45,6 +45,11 @@ def _revision(store: Store) -> int:
     return int(store.get_setting("glossary_revision", 0))
 
 
+def revision(store: Store) -> int:
+    """A number that changes whenever the glossary does (pages key their caches on it)."""
+    return _revision(store)
+
+
 def _bump_revision(store: Store) -> None:
     store.execute(
         "INSERT INTO settings (key, value, updated_by, updated_at) VALUES ('glossary_revision', '1', 'system', ?) "
@@ -206,15 +211,22 @@ class ImportPreview:
         return bool(self.added or self.changed)
 
 
-def preview_import(store: Store, data: bytes) -> ImportPreview:
-    """What importing this CSV would add or change (nothing is deleted by an import)."""
+def preview_import(store: Store, data: bytes, progress=None) -> ImportPreview:
+    """What importing this CSV would add or change (nothing is deleted by an import). The file is parsed
+    once, row by row, up to the ``glossary_import_max_rows`` setting (a longer file is refused as soon as
+    the row past the limit is read); no look-up index is built for it. ``progress(rows read)`` is called
+    as it goes."""
+    from core import settings
+    from glossary.csvio import read_csv
+
     try:
-        incoming = Glossary.from_csv(io.BytesIO(data))
+        incoming = read_csv(io.BytesIO(data), max_rows=int(settings.get(store, "glossary_import_max_rows")),
+                            progress=progress)
     except GlossaryCSVError as err:
         raise _csv_user_error(err) from err
     current = {r["id"]: r for r in entry_rows(store)}
     preview = ImportPreview()
-    for entry in incoming.entries:
+    for entry in incoming:
         row = current.get(entry.id)
         if row is None:
             preview.added.append(entry)

@@ -13,8 +13,10 @@ loaded). An unknown key is a bug: with ``SGCL_I18N_STRICT=1`` (set by the tests)
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import re
 from pathlib import Path
 
 LANGS = ("ja", "en")
@@ -61,7 +63,38 @@ def has(key: str) -> bool:
     return key in STRINGS
 
 
+# Every ASCII character that Markdown, or Streamlit's additions to it (``:red[…]``, ``:material/…:``,
+# ``$math$``), gives a meaning; a backslash before any ASCII punctuation is a literal in CommonMark.
+_MARKDOWN_SPECIAL = re.compile(r"""([\\`*_{}\[\]()<>#+\-.!|~$:&"'=^@%])""")
+_MARKDOWN_PARAMS: contextvars.ContextVar[bool] = contextvars.ContextVar("sgcl_markdown_params", default=False)
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` as a literal inside Markdown: ``![t](http://host/x.png)`` shows as typed instead of
+    fetching the picture, ``[Session expired](http://…)`` is not a link. Line breaks become spaces."""
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    return text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+
+
+def as_markdown(fn, *args, **kwargs):
+    """Call ``fn`` (something that builds messages with :func:`t`, e.g. ``err.message``) so that every
+    text parameter of every message it builds is Markdown-escaped: for st.error / st.warning / st.caption
+    and the other Markdown-rendering widgets."""
+    token = _MARKDOWN_PARAMS.set(True)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _MARKDOWN_PARAMS.reset(token)
+
+
+def t_markdown(key: str, lang: str = DEFAULT_LANG, **params) -> str:
+    """:func:`t` with every text parameter Markdown-escaped (the catalogue's own Markdown stays)."""
+    return as_markdown(t, key, lang, **params)
+
+
 def t(key: str, lang: str = DEFAULT_LANG, **params) -> str:
+    if params and _MARKDOWN_PARAMS.get():
+        params = {k: escape_markdown(v) if isinstance(v, str) else v for k, v in params.items()}
     texts = STRINGS.get(key)
     if texts is None:
         if strict():

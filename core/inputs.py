@@ -5,7 +5,8 @@ text came from a page, the CLI or a CSV import:
 
 * format characters (zero-width spaces/joiners, BOM, bidi overrides and isolates) are removed, so
   ``scratch\\u200by`` is a duplicate of ``scratchy`` and ``abc\\u202edef`` cannot display reversed;
-* NUL and other control characters are refused (tab and newline only where free text allows them);
+* NUL and other control characters are refused (tab and newline only where free text allows them),
+  and so are lone surrogates (bytes of a non-UTF-8 name that Python escaped);
 * runs of whitespace become one space and the ends are trimmed (single-line fields);
 * lengths are capped, and an empty value is refused where one is required.
 
@@ -13,6 +14,7 @@ Refusals are ``UserError``\\ s with the field's name in the reader's language (`
 """
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 
@@ -38,6 +40,21 @@ def _has_control(text: str, allow_newlines: bool) -> bool:
     return False
 
 
+def has_surrogates(text: str) -> bool:
+    """True when ``text`` holds lone surrogates: what Python makes of bytes that are not UTF-8 (a
+    Shift-JIS file name read on Linux); no database, tokenizer or file can store them as text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def shown_name(name: str) -> str:
+    """A file name that may hold such bytes, as a readable string (the bad bytes as ``\\x83``)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace") if has_surrogates(name) else name
+
+
 def clean_text(value, *, field: str, max_len: int, required: bool = False,
                multiline: bool = False) -> str:
     """``value`` cleaned by the rules above, or a ``UserError`` naming ``field`` (rendered through
@@ -45,6 +62,8 @@ def clean_text(value, *, field: str, max_len: int, required: bool = False,
     text = "" if value is None else str(value)
     if _has_control(text, allow_newlines=multiline):
         raise UserError("input.control_char", field=field)
+    if has_surrogates(text):
+        raise UserError("input.not_text", field=field)
     text = strip_invisible(text)
     if multiline:
         text = "\n".join(_WS.sub(" ", line).strip() for line in text.replace("\r\n", "\n").split("\n")).strip()

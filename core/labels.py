@@ -204,11 +204,13 @@ def retire(store: Store, actor: Actor, label_id: int, expected_version: int | No
 
 
 def mark_trained(store: Store, actor: Actor, label_ids: Iterable[int]) -> None:
-    """Called when a training task that contains these labels completes."""
+    """Called by the worker (as SYSTEM) when a training task that contains these labels completes; no
+    person may mark a label trained, whatever their role (a label is trained when a model learned it)."""
+    require(actor, "label.mark_trained")
     with store.transaction():
         for label_id in label_ids:
             if get_label(store, label_id)["status"] == "approved":
-                _transition(store, actor, label_id, "train", None, permission="train.request")
+                _transition(store, actor, label_id, "train", None, permission="label.mark_trained")
 
 
 def rename(store: Store, actor: Actor, label_id: int, new_name: str, expected_version: int | None = None,

@@ -78,15 +78,26 @@ def _inputs(store: Store, learner, encoder, data: bytes) -> torch.Tensor:
     image is already cached for this model, else computed here once (class scores and familiarity
     both start from them)."""
     from core.features import cache_for
+    from core.images import check_image, limits
+    from core.images.base import Rejected
+    from core.images.pixels import PLUGINS
     from core.sg.data import decode_image
 
+    # The upload path's checks, before anything decodes: its formats only (an EPS would go to
+    # Ghostscript, ICO/SPIDER have no business here) and its size and pixel limits (a 164 KB PNG can
+    # claim 13000×13000 pixels).
+    lim = limits(store)
+    try:
+        check_image(data, lim["upload_max_bytes"], lim["upload_max_pixels"])
+    except Rejected as rejected:
+        raise UserError(rejected.key, **rejected.params) from None
     cache = cache_for(store, encoder, learner.model, learner.config.feature_views)
     if cache is not None:
         cached = cache.read(hashlib.sha256(data).hexdigest())
         if cached is not None:
             return cached[:1].float()
     try:
-        array = decode_image(data, learner.model.input_size)
+        array = decode_image(data, learner.model.input_size, formats=PLUGINS)
     except Exception:
         raise UserError("images.not_image") from None
     return learner.prefix_features(torch.from_numpy(array).unsqueeze(0))

@@ -16,7 +16,6 @@ images no task of the run has seen.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 import json
@@ -30,6 +29,7 @@ from core.sg.learner import LearnerConfig
 from core.sg.methods import method_names
 from core.sg.metrics import summarize
 from core.store import Store, now_iso
+from glossary.csvsafe import SafeWriter
 
 ACTIVE_TASK_STATUSES = ("queued", "running", "done")
 TASK_KINDS = ("new", "update")
@@ -112,9 +112,7 @@ def create_run(store: Store, actor: Actor, name: str, *, encoder: str | None = N
     require(actor, "train.request")
     from core.encoders import active_encoder_spec
 
-    name = (name or "").strip()
-    if not name:
-        raise UserError("runs.empty_name")
+    name = _clean_run_name(name)
     spec = encoder or active_encoder_spec(store)
     from core.encoders import validate_spec
 
@@ -127,6 +125,20 @@ def create_run(store: Store, actor: Actor, name: str, *, encoder: str | None = N
         store.audit(actor.username, "run.create", "run", run_id, name=name, encoder=spec,
                     config=dataclasses.asdict(cfg))
     return get_run(store, run_id)
+
+
+def _clean_run_name(name) -> str:
+    """Run names are cleaned like label names (core.inputs): at most MAX_NAME characters, no NUL or other
+    control characters, no bidi overrides or other invisible characters, not invisible-only."""
+    from core.inputs import clean_name
+    from glossary.normalize import normalize_chars
+
+    if not (name or "").strip():
+        raise UserError("runs.empty_name")
+    name = clean_name(name, field="run_name", required=False)
+    if not normalize_chars(name):
+        raise UserError("runs.empty_name")
+    return name
 
 
 def get_run(store: Store, run_id: int) -> dict:
@@ -429,7 +441,7 @@ def metrics_csv(store: Store, actor: Actor, run_id: int) -> str:
     rows = store.query("SELECT * FROM metrics WHERE run_id = ? ORDER BY trained_task, eval_task", (run["id"],))
     tasks = {t["idx"]: t for t in list_tasks(store, run["id"])}
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = SafeWriter(buf, lineterminator="\n")   # a run named =HYPERLINK(…) stays text in a spreadsheet
     writer.writerow(["run_id", "run_name", "encoder", "trained_task", "trained_task_kind", "eval_task",
                      "eval_task_label_ids", "acc", "acc_task_aware", "n_classes", "n_images", "n_correct",
                      "ci95_low", "ci95_high"])

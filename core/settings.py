@@ -134,6 +134,9 @@ SPECS: dict[str, SettingSpec] = {s.key: s for s in (
     # longest pause between two heartbeats of a healthy job (a checkpoint write), below "users notice".
     SettingSpec("job_stale_seconds", "int", _const(int(jobs.DEFAULT_STALE_AFTER)), 10, 24 * 3600),
     SettingSpec("timezone", "str", _const(DEFAULT_TIMEZONE), check=validate_timezone),
+    # Most entries one glossary CSV import may hold (core/glossary_store.py): a 100,000-row file took 50 s
+    # and 595 MB to preview. 20,000 is far above any real term list and previews in seconds.
+    SettingSpec("glossary_import_max_rows", "int", _const(20_000), 1, 1_000_000),
 )}
 
 

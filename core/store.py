@@ -238,6 +238,16 @@ MIGRATIONS: list[str] = [
                                          AND a.target_type = 'task' AND a.target_id = CAST(t.id AS TEXT)),
                                         i.uploaded_at);
     """,
+    # 5: a session belongs to a random, never-reused account identity (users.uid, set by core/users.py),
+    # not only to the row id, which SQLite hands out again after a row is deleted by hand: a deleted
+    # user's cookie must not log in as the next account that gets the same id.
+    """
+    ALTER TABLE users ADD COLUMN uid TEXT;
+    UPDATE users SET uid = lower(hex(randomblob(16))) WHERE uid IS NULL;
+    CREATE UNIQUE INDEX users_uid ON users(uid);
+    ALTER TABLE sessions ADD COLUMN user_uid TEXT;
+    UPDATE sessions SET user_uid = (SELECT uid FROM users WHERE users.id = sessions.user_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -54,6 +54,40 @@ def checkpoint_path(store: Store, run_id: int, task_idx: int) -> Path:
     return checkpoint_dir(store, run_id) / f"task-{int(task_idx)}.pt"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:          # e.g. EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_checkpoint_temps(store: Store, max_age: float = 3600.0) -> int:
+    """Delete the temporary files of checkpoint writes that were killed (kill -9, power loss): those whose
+    writer (host and pid in the name, core/sg/checkpoint.py) is a dead process on this host, and any older
+    than ``max_age`` seconds (a write takes seconds). Called when a worker starts. Returns how many."""
+    import socket
+
+    from core.sg.checkpoint import temp_owner
+
+    root = store.home / "checkpoints"
+    if not root.is_dir():
+        return 0
+    host, now, removed = socket.gethostname(), time.time(), 0
+    for tmp in root.glob("*/*.tmp"):
+        try:
+            owner = temp_owner(tmp.name)
+            dead = owner is not None and owner[0] == host and not _pid_alive(owner[1])
+            if dead or now - tmp.stat().st_mtime > max_age:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def decoded_cache_dir(store: Store) -> Path:
     return store.home / "cache" / "decoded"
 

@@ -56,6 +56,11 @@ def _dummy_hash() -> str:
     return _hasher.hash(secrets.token_urlsafe(16))
 
 
+def new_uid() -> str:
+    """An account's stable identity: random, never reused (sessions are bound to it, core/sessions.py)."""
+    return secrets.token_hex(16)
+
+
 def clean_username(username) -> str:
     """A user name as stored and compared: through core.inputs, NFKC (so full-width ａｄｍｉｎ is admin),
     then letters, digits and ``. _ -`` only."""
@@ -104,7 +109,7 @@ def create_user(store: Store, actor: Actor, username: str, password: str, role: 
         if store.query_one("SELECT id FROM users WHERE username = ?", (username,)):
             raise UserError("auth.user_exists", username=username)
         store.insert("users", {"username": username, "password_hash": _hasher.hash(password), "role": role,
-                                  "active": 1, "failed_logins": 0, "created_at": now_iso(), "version": 1})
+                                  "uid": new_uid(), "active": 1, "failed_logins": 0, "created_at": now_iso(), "version": 1})
         store.audit(actor.username, "user.create", "user", username, role=role)
     return get_user(store, username)
 
@@ -260,7 +265,7 @@ def ensure_admin(store: Store, echo=print) -> str | None:
             check_password(given, "admin")      # the operator's choice obeys the same rule
         password = given or secrets.token_urlsafe(18)
         store.insert("users", {"username": "admin", "password_hash": _hasher.hash(password), "role": "admin",
-                                  "active": 1, "failed_logins": 0, "created_at": now_iso(), "version": 1})
+                                  "uid": new_uid(), "active": 1, "failed_logins": 0, "created_at": now_iso(), "version": 1})
         store.audit("system", "user.create", "user", "admin", role="admin", bootstrap=True)
     if given:
         return None

@@ -98,9 +98,32 @@ class Worker:
         self.heartbeat_every = min(HEARTBEAT_EVERY, max(0.2, self.stale_after / 4))
         self.stopping = threading.Event()
         self.current_job: int | None = None
+        self.unrecorded: dict[int, str] = {}     # failed jobs the database would not take yet (full disk)
+        self._home_id: tuple[int, int] | None = None
 
     # ---- registration ---------------------------------------------------------------------------
+    def _db_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.store.home / "sgcl.db")
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def home_gone(self) -> bool:
+        """True when the data home this worker serves was deleted or replaced: its open database file
+        would go on answering from the deleted inode, so the worker would serve nobody, for ever."""
+        now = self._db_identity()
+        return now is None or (self._home_id is not None and now != self._home_id)
+
     def register(self) -> None:
+        from core.training import remove_stale_checkpoint_temps
+
+        self._home_id = self._db_identity()
+        try:
+            if removed := remove_stale_checkpoint_temps(self.store):
+                log.info("removed %d temporary files of killed checkpoint writes", removed)
+        except Exception:  # noqa: BLE001 - tidying up must not keep a worker from starting
+            log.exception("could not clean checkpoint temporary files")
         with self.store.transaction():
             self.store.execute(
                 "INSERT INTO workers (id, pid, host, device, started_at, heartbeat_at) VALUES (?,?,?,?,?,?) "
@@ -161,11 +184,11 @@ class Worker:
         except Exception as exc:
             log.exception("job %s failed", job["id"])
             state = "failed"
-            try:
-                jobs.fail(self.store, job["id"], _traceback_summary(exc), self.id)
-            except Exception:  # noqa: BLE001 - the database may be why the job failed; the stale requeue retries it
-                log.exception("could not mark job %s failed", job["id"])
-                raise
+            summary = _traceback_summary(exc)
+            if not self._record_failure(job["id"], summary):
+                # The database cannot take the failure now (a full disk): keep serving and keep trying at
+                # every step, instead of exiting and leaving the job "running" until another worker starts.
+                self.unrecorded[job["id"]] = summary
         except BaseException:  # KeyboardInterrupt / SystemExit mid-job: back to the queue, resumed later
             try:
                 jobs.release(self.store, job["id"], self.id)
@@ -179,9 +202,27 @@ class Worker:
         log.info("job %s → %s", job["id"], state)
         return state
 
+    def _record_failure(self, job_id: int, summary: str, tries: int = 3) -> bool:
+        """Mark ``job_id`` failed; a few tries a moment apart (the failed job's temporary files were just
+        removed, which often frees the space the database needs). False when it still cannot."""
+        for attempt in range(tries):
+            try:
+                jobs.fail(self.store, job_id, summary, self.id)
+                return True
+            except Exception:  # noqa: BLE001 - the database may be why the job failed
+                log.exception("could not mark job %s failed (try %d)", job_id, attempt + 1)
+                if attempt + 1 < tries:
+                    self.stopping.wait(0.5 * (attempt + 1))
+        return False
+
     def step(self) -> str | None:
-        """One iteration: heartbeat, re-queue stale jobs, claim and run one job. Returns its end
-        state, or None when nothing was runnable."""
+        """One iteration: heartbeat, record failures the database refused before, re-queue stale jobs,
+        claim and run one job. Returns its end state, or None when nothing was runnable."""
+        for job_id, summary in list(self.unrecorded.items()):
+            if self._record_failure(job_id, summary, tries=1):
+                del self.unrecorded[job_id]
+        if self.unrecorded:
+            return None          # no new job while the database cannot record the last one's end
         self.beat()
         for job_id in jobs.requeue_stale(self.store, self.stale_after):
             log.warning("job %s was stale; re-queued or failed", job_id)
@@ -194,6 +235,9 @@ class Worker:
         self.register()
         try:
             while not self.stopping.is_set():
+                if self.home_gone():
+                    log.error("data home %s is gone: worker %s exits", self.store.home, self.id)
+                    break
                 state = self.step()
                 if once and state is not None:
                     break

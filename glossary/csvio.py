@@ -15,7 +15,7 @@ import csv
 from pathlib import Path
 import io
 import os
-from typing import IO, Iterable
+from typing import IO, Callable, Iterable
 
 from .csvsafe import SafeWriter, unescape_cell
 from .model import STATUSES, GlossaryCSVError, GlossaryEntry, GlossaryError, validate_entry
@@ -26,6 +26,7 @@ COLUMNS = ("id", "canonical", "reading", "en", "embed_text", "aliases", "distinc
 REQUIRED = ("id", "canonical")
 _LIST_COLUMNS = ("aliases", "distinct_from")
 _VERBATIM = ("embed_text", "notes")   # kept exactly as written; every other cell is trimmed
+PROGRESS_EVERY = 500
 
 
 def _read_bytes(src) -> bytes | str:
@@ -61,8 +62,11 @@ def _split(cell: str) -> list[str]:
     return out
 
 
-def read_csv(src: "str | os.PathLike | IO") -> list[GlossaryEntry]:
-    """Parse and validate a glossary CSV; returns the entries in file order."""
+def read_csv(src: "str | os.PathLike | IO", *, max_rows: int | None = None,
+             progress: "Callable[[int], None] | None" = None) -> list[GlossaryEntry]:
+    """Parse and validate a glossary CSV; returns the entries in file order. ``max_rows``: refuse a file
+    with more data rows (``code="too_many_rows"``) as soon as the next one is read, without parsing the
+    rest. ``progress(rows read)`` is called every ``PROGRESS_EVERY`` rows."""
     data = _read_bytes(src)
     text = _decode(data) if isinstance(data, (bytes, bytearray)) else data.lstrip("\ufeff")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -102,6 +106,11 @@ def read_csv(src: "str | os.PathLike | IO") -> list[GlossaryEntry]:
         row_no += 1
         if not any(c.strip() for c in cells):
             continue  # blank line or an Excel row of empty cells
+        if max_rows is not None and len(entries) >= max_rows:
+            raise GlossaryCSVError(f"more than {max_rows} entries (the import limit)", row=row_no,
+                                   line=start_line, code="too_many_rows", value=str(max_rows))
+        if progress is not None and row_no % PROGRESS_EVERY == 0:
+            progress(row_no)
         if len(cells) != len(names):
             raise GlossaryCSVError(f"expected {len(names)} fields, found {len(cells)} "
                                    "(a comma inside a value must be quoted)",

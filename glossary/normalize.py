@@ -9,7 +9,7 @@ import re
 import unicodedata
 
 __all__ = [
-    "strip_invisible", "normalize_chars", "basic_key", "kana_key", "hira2kata", "is_kana", "is_kana_only",
+    "is_invisible", "strip_invisible", "normalize_chars", "basic_key", "kana_key", "hira2kata", "is_kana", "is_kana_only",
     "english_key", "DASHES",
 ]
 
@@ -62,13 +62,42 @@ def _fix_spaces(text: str) -> str:
     return out
 
 
+# The one notion of "invisible" (issue 21 F9): Unicode's Default_Ignorable_Code_Point set (DerivedCoreProperties:
+# soft hyphen, combining grapheme joiner U+034F, Hangul fillers U+115F/U+1160/U+3164/U+FFA0, Mongolian
+# and other variation selectors U+180B–U+180F, U+FE00–U+FE0F, U+E0100–U+E01EF, zero-width and bidi
+# controls, tags, …), every other format character (category Cf), and the braille blank U+2800, which
+# renders as nothing although Unicode does not call it ignorable.
+_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]")
+
+
+def is_invisible(ch: str) -> bool:
+    """True for a character that shows nothing by itself (see ``_IGNORABLE``). A lone surrogate
+    (category Cs: a byte of a non-UTF-8 file name that Python escaped) is not text at all and counts
+    too, so a look-up never hands one to the tokenizer (core.inputs refuses them in stored text)."""
+    return bool(_IGNORABLE.match(ch)) or unicodedata.category(ch) in ("Cf", "Cs")
+
+
 def strip_invisible(text: str) -> str:
-    """Remove format characters (Unicode category Cf: zero-width spaces/joiners, BOM, soft hyphen,
-    bidi embeddings/overrides/isolates): they change neither how a term reads nor what it means, but
-    they make ``キ\u200dズ`` differ from ``キズ`` and let ``abc\u202edef`` display as "abcfed"."""
+    """Remove what shows nothing: default-ignorable code points and format characters (zero-width
+    spaces/joiners, BOM, soft hyphen, bidi embeddings/overrides/isolates, U+034F, variation selectors,
+    Hangul fillers, the braille blank) and combining marks with no base character to sit on (at the start
+    or after a space). They change neither how a term reads nor what it means, but they make
+    ``キ\u200dズ`` differ from ``キズ``, let ``abc\u202edef`` display as "abcfed", and let a name made of
+    nothing but U+3164 look like a name. Every comparison and validation of names goes through here
+    (``normalize_chars``, ``core.inputs``)."""
     if not text or text.isascii():
         return text
-    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    out: list[str] = []
+    for ch in text:
+        if is_invisible(ch):
+            continue
+        if unicodedata.category(ch).startswith("M") and (not out or out[-1].isspace()):
+            continue
+        out.append(ch)
+    return "".join(out)
 
 
 def normalize_chars(text: str) -> str:
@@ -79,7 +108,7 @@ def normalize_chars(text: str) -> str:
     """
     if not text:
         return ""
-    text = unicodedata.normalize("NFKC", strip_invisible(text))
+    text = strip_invisible(unicodedata.normalize("NFKC", strip_invisible(text)))  # NFKC may make fillers
     text = _fold_dashes(text)
     return _fix_spaces(text)
 

@@ -58,7 +58,7 @@ with users_tab:
         if st.form_submit_button(ctx.t("adm.create_submit"), type="primary"):
             created = run_action(ctx, user_service.create_user, store, me, new_username, new_password, new_role)
             if created:
-                st.success(ctx.t("adm.created", username=created["username"]))
+                st.success(ctx.md("adm.created", username=created["username"]))
                 st.rerun()
 
     st.subheader(ctx.t("adm.manage"))
@@ -89,10 +89,10 @@ with users_tab:
 
 # ---- settings --------------------------------------------------------------------------------------
 with settings_tab:
-    st.caption(ctx.t("adm.home", home=store.home))
+    st.caption(ctx.md("adm.home", home=store.home))
     active_spec = active_encoder_spec(store)
     if active_spec != settings_service.get(store, "encoder"):     # SGCL_ENCODER overrides the setting
-        st.warning(ctx.t("adm.encoder_env", value=active_spec))
+        st.warning(ctx.md("adm.encoder_env", value=active_spec))
     st.caption(ctx.t("adm.encoder_note"))
     current = settings_service.all_settings(store)
     with st.form("settings_form"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import dictionary, glossary_store
+from core import dictionary, glossary_store, settings
 from core.i18n import UserError, has
 from glossary import GlossaryEntry, normalize_chars
 from pages.ui import page_context, run_action
@@ -18,9 +18,9 @@ query = st.text_input(ctx.t("gp.search"), key="gloss_search")
 if query.strip():
     hit = glossary.lookup(query)
     found = f"{hit.canonical} — {ctx.t('tier.' + hit.tier)}" if hit.auto else ctx.t("gp.no_match")
-    st.markdown(ctx.t("gp.lookup", query=query, result=found))
+    st.markdown(ctx.md("gp.lookup", query=query, result=found))
     if hit.suggestions:
-        st.caption(ctx.t("gp.suggestions", items=", ".join(
+        st.caption(ctx.md("gp.suggestions", items=", ".join(
             f"{s.canonical} ({ctx.t('tier.' + s.tier)})" for s in hit.suggestions)))
 
 rows = glossary_store.entry_rows(store)
@@ -108,10 +108,10 @@ with st.expander(ctx.t("gp.new")):
         hint = dictionary.term_hint(term)
         if hint is None:
             st.caption(ctx.t("gp.dict_none") if dictionary.available()
-                       else ctx.t("dict.unavailable", reason=dictionary.unavailable_reason() or ""))
+                       else ctx.md("dict.unavailable", reason=dictionary.unavailable_reason() or ""))
         else:
-            st.info(ctx.t("dict.hint", reading=hint.reading, en=hint.en) + "  \n"
-                    + ctx.t("gp.dict_glosses", glosses="; ".join(hint.glosses)))
+            st.info(ctx.md("dict.hint", reading=hint.reading, en=hint.en) + "  \n"
+                    + ctx.md("gp.dict_glosses", glosses="; ".join(hint.glosses)))
             if st.button(ctx.t("gp.dict_use"), key="gloss_dict_use"):
                 st.session_state["new_entry_canonical_"] = normalize_chars(term)
                 st.session_state["new_entry_reading_"] = hint.reading
@@ -125,12 +125,38 @@ with st.expander(ctx.t("gp.new")):
 
 st.subheader(ctx.t("gp.import"))
 upload = st.file_uploader(ctx.t("gp.import"), type=["csv"], key="gloss_csv")
+
+def _import_preview(data: bytes):
+    """The preview of this file, computed once per file and glossary state (not on every rerun while the
+    file stays selected), with a progress bar while a long file is read."""
+    import hashlib
+
+    key = (hashlib.sha256(data).hexdigest(), glossary_store.revision(store),
+           settings.get(store, "glossary_import_max_rows"))
+    cached = st.session_state.get("gloss_import_preview")
+    if cached and cached[0] == key:
+        return cached[1]
+    bar = st.progress(0.0, text=ctx.t("gp.import_reading", rows=0))
+    lines = max(1, data.count(b"\n"))
+
+    def show(rows: int) -> None:
+        bar.progress(min(1.0, rows / lines), text=ctx.t("gp.import_reading", rows=rows))
+
+    try:
+        result = glossary_store.preview_import(store, data, progress=show)
+    except UserError as err:
+        result = err
+    finally:
+        bar.empty()
+    st.session_state["gloss_import_preview"] = (key, result)
+    return result
+
+
 if upload is not None:
     data = upload.getvalue()
-    try:
-        preview = glossary_store.preview_import(store, data)
-    except UserError as err:
-        ctx.error(err)
+    preview = _import_preview(data)
+    if isinstance(preview, UserError):
+        ctx.error(preview)
     else:
         st.info(ctx.t("gp.preview", added=len(preview.added), changed=len(preview.changed),
                       unchanged=preview.unchanged))

@@ -12,7 +12,7 @@ import streamlit as st
 
 from core import runs
 from core.run_report import data_revision, run_report
-from pages.ui import page_context, run_action
+from pages.ui import md, page_context, run_action
 from pages.views import (changes_text, config_rows, encoder_text, join, label_text, local_time, method_title, pct,
                          run_text, task_no)
 
@@ -216,7 +216,7 @@ def _latest_model(report: dict, key: str) -> None:
 def show_run(run: dict, key: str) -> None:
     report = _report(store, str(store.home), run["id"], revision)
     run = report["run"]
-    st.caption(ctx.t("hi.run_line", method=method_title(run["config"].get("method", "both"), ctx.lang),
+    st.caption(ctx.md("hi.run_line", method=method_title(run["config"].get("method", "both"), ctx.lang),
                      encoder=encoder_text(run["encoder"], ctx.lang), by=run["created_by"],
                      at=local_time(store, run["created_at"], ctx.lang)))
     with st.expander(ctx.t("hi.config")):
@@ -316,10 +316,10 @@ if compare:
     other = st.selectbox(ctx.t("hi.other"), others, format_func=_run_label, key="hi_other")
     left, right = st.columns(2)
     with left:
-        st.subheader(_run_label(run))
+        st.subheader(md(_run_label(run)))
         show_run(run, "a")
     with right:
-        st.subheader(_run_label(other))
+        st.subheader(md(_run_label(other)))
         show_run(other, "b")
 else:
     show_run(run, "a")

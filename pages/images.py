@@ -11,7 +11,7 @@ from core import features, images, timefmt
 from core.i18n import UserError
 from core import labels as label_service
 
-from pages.ui import page_context, run_action
+from pages.ui import md, page_context, run_action
 from pages.uploads import upload_caps
 from pages.views import human_bytes
 
@@ -115,12 +115,12 @@ if actor.can("image.upload"):
         max_upload_size=caps["zip"], key=f"img_upload_zips_{upload_round}",
         help=ctx.t("ip.upload_zips_help", mb=caps["zip"], n=images.setting(store, "upload_max_zip_entries")))
     files = [*(picked or []), *(zips or [])]
-    if files and st.button(ctx.t("ip.add", name=label["name"]), type="primary", key="img_add"):
+    if files and st.button(ctx.md("ip.add", name=label["name"]), type="primary", key="img_add"):
         bar = st.progress(0.0)
         started = time.perf_counter()
 
         def show_progress(done: int, total: int, name: str) -> None:
-            bar.progress(done / total, text=ctx.t("ip.progress", done=done, total=total, name=name))
+            bar.progress(done / total, text=ctx.md("ip.progress", done=done, total=total, name=name))
 
         results = run_action(ctx, images.ingest_uploads, store, actor, label_id, files, progress=show_progress)
         if results is not None:
@@ -160,7 +160,7 @@ else:
                           caption=ctx.t("ip.caption", id=row["id"], split=ctx.t("split." + row["split"]),
                                         when=timefmt.local_time(store, row["uploaded_at"], ctx.lang)))
             except OSError:  # file missing on disk: still show the row so it can be deleted
-                col.caption(f"#{row['id']} ⚠ {row['original_name']}")
+                col.caption(f"#{row['id']} ⚠ {md(row['original_name'])}")
             if can_manage and col.checkbox(ctx.t("ip.select"), key=f"img_sel_{row['id']}"):
                 selected.append(row["id"])
 

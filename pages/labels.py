@@ -8,7 +8,7 @@ from core import dictionary, glossary_store
 from core import labels as label_service
 from core.i18n import UserError
 from core.neighbours import neighbour_preview
-from pages.ui import page_context, run_action
+from pages.ui import as_markdown, md, page_context, run_action
 
 REVIEW_ACTIONS = ("approve", "reject", "retire")     # buttons, each with its lp.<action> text
 
@@ -27,7 +27,7 @@ def suggestion_text(s) -> str:
 def show_dictionary_links(links) -> None:
     """Labels that the dictionary (JMdict) says may mean the same thing: a warning, never automatic."""
     if links:
-        st.warning("\n\n".join([f"**{ctx.t('dict.heading')}**", *(f"- {l.describe(ctx.lang)}" for l in links)]))
+        st.warning("\n\n".join([f"**{ctx.t('dict.heading')}**", *(f"- {as_markdown(l.describe, ctx.lang)}" for l in links)]))
         st.caption(ctx.t("dict.attribution"))
 
 
@@ -36,10 +36,10 @@ if actor.can("label.propose"):
         name = st.text_input(ctx.t("lp.name"), key="propose_name")
         if name.strip():
             result = label_service.preview(store, name)
-            st.caption(ctx.t("lp.normalized", text=result.normalized))
+            st.caption(ctx.md("lp.normalized", text=result.normalized))
             chosen_entry, create_entry, reading, gloss = None, False, "", ""
             if result.auto:
-                st.success(ctx.t("lp.auto", canonical=result.canonical, tier=ctx.t(f"tier.{result.tier}")))
+                st.success(ctx.md("lp.auto", canonical=result.canonical, tier=ctx.t(f"tier.{result.tier}")))
             else:
                 # Nothing is pre-selected: "new term" is the default until the proposer picks a suggestion.
                 by_id = {s.entry_id: s for s in result.suggestions}
@@ -48,7 +48,7 @@ if actor.can("label.propose"):
                     picked = st.radio(ctx.t("lp.choice"), [NEW_TERM, *by_id], index=0,
                                       key=f"propose_choice_{result.normalized}",
                                       format_func=lambda o: ctx.t("lp.new_term") if o == NEW_TERM
-                                      else suggestion_text(by_id[o]))
+                                      else md(suggestion_text(by_id[o])))
                 else:
                     st.info(ctx.t("lp.no_match"))
                     picked = NEW_TERM
@@ -56,7 +56,7 @@ if actor.can("label.propose"):
                     create_entry = True
                     hint = dictionary.term_hint(result.normalized)
                     if hint:
-                        st.caption(ctx.t("dict.hint", reading=hint.reading, en=hint.en))
+                        st.caption(ctx.md("dict.hint", reading=hint.reading, en=hint.en))
                     # keyed per name: another name gets its own dictionary defaults
                     reading = st.text_input(ctx.t("lp.reading"), value=hint.reading if hint else "",
                                             key=f"propose_reading_{result.normalized}")
@@ -70,7 +70,7 @@ if actor.can("label.propose"):
                 created = run_action(ctx, label_service.propose, store, actor, name, entry_id=chosen_entry,
                                      create_entry=create_entry, **extra)
                 if created:
-                    st.success(ctx.t("lp.proposed", name=created["name"]))
+                    st.success(ctx.md("lp.proposed", name=created["name"]))
 
 # ---- list ------------------------------------------------------------------------------------------
 st.subheader(ctx.t("lp.list"))
@@ -100,7 +100,7 @@ if actor.can("label.review") and active:
     picked_id = st.selectbox(ctx.t("lp.pick"), list(rows_by_id), key="review_pick",
                              format_func=lambda i: f"#{i} {rows_by_id[i]['name']}")
     label = rows_by_id[picked_id]
-    st.caption(ctx.t("lp.review_line", name=label["name"], canonical=label["canonical"],
+    st.caption(ctx.md("lp.review_line", name=label["name"], canonical=label["canonical"],
                      status=ctx.t(f"status.{label['status']}")))
     # The version this reviewer saw when the label was first shown to them. It is kept across reruns, so
     # a save after someone else's edit is refused (err.stale_version) instead of silently overwriting it.
@@ -118,14 +118,14 @@ if actor.can("label.review") and active:
         return bool(result)
     aliases = label_service.aliases(store, label["id"])
     if aliases:
-        st.caption(ctx.t("lp.aliases", aliases=", ".join(a["text"] for a in aliases)))
+        st.caption(ctx.md("lp.aliases", aliases=", ".join(a["text"] for a in aliases)))
 
     # Semantic neighbours and the near-duplicate warning.
     try:
         with st.spinner(ctx.t("lp.neighbours")):
             preview = neighbour_preview(store, label["id"], k=5)
     except UserError as err:   # e.g. the encoder cannot be loaded: reviewing must still work
-        st.caption(ctx.t("lp.neighbours_unavailable", reason=err.message(ctx.lang)))
+        st.caption(ctx.md("lp.neighbours_unavailable", reason=err.message(ctx.lang)))
     else:
         st.markdown(f"**{ctx.t('lp.neighbours')}**")
         st.dataframe(pd.DataFrame([{
@@ -134,9 +134,9 @@ if actor.can("label.review") and active:
             ctx.t("col.id"): n.label_id} for n in preview.neighbours]), hide_index=True)
         if preview.near_duplicate is not None and preview.near_duplicate.flag:
             nd = preview.near_duplicate
-            st.warning(nd.message(ctx.lang))
+            st.warning(as_markdown(nd.message, ctx.lang))
             if label["status"] in ("proposed", "approved") and st.button(
-                    ctx.t("lp.merge_suggest", name=nd.nearest.name), key="merge_suggested"):
+                    ctx.md("lp.merge_suggest", name=nd.nearest.name), key="merge_suggested"):
                 if saved(run_action(ctx, label_service.merge, store, actor, label["id"], nd.nearest.label_id,
                                     expected_version=version, success=ctx.t("lp.done"))):
                     st.rerun()
@@ -146,7 +146,7 @@ if actor.can("label.review") and active:
     show_dictionary_links(links)
     for link in links:
         if label["status"] in ("proposed", "approved") and link.status in label_service.ACTIVE and st.button(
-                ctx.t("lp.merge_suggest", name=link.name), key=f"merge_dict_{link.label_id}"):
+                ctx.md("lp.merge_suggest", name=link.name), key=f"merge_dict_{link.label_id}"):
             if saved(run_action(ctx, label_service.merge, store, actor, label["id"], link.label_id,
                                 expected_version=version, success=ctx.t("lp.done"))):
                 st.rerun()
@@ -159,11 +159,11 @@ if actor.can("label.review") and active:
                                 success=ctx.t("lp.done"))):
                 st.rerun()
 
-    st.caption(ctx.t("lp.current_entry", canonical=label["canonical"]))
+    st.caption(ctx.md("lp.current_entry", canonical=label["canonical"]))
     with st.form("rename_form"):
         # keyed per label: what the reviewer typed survives a refused save
         new_name = st.text_input(ctx.t("lp.new_name"), value=label["name"], key=f"rename_{label['id']}")
-        keep = st.checkbox(ctx.t("lp.keep_entry", canonical=label["canonical"]), key=f"rename_keep_{label['id']}")
+        keep = st.checkbox(ctx.md("lp.keep_entry", canonical=label["canonical"]), key=f"rename_keep_{label['id']}")
         if st.form_submit_button(ctx.t("lp.rename")):
             if saved(run_action(ctx, label_service.rename, store, actor, label["id"], new_name, version,
                                 keep_entry=keep, success=ctx.t("lp.done"))):
@@ -198,7 +198,7 @@ if actor.can("label.review") and active:
             relinked = run_action(ctx, label_service.relink, store, actor, label["id"], expected_version=version,
                                   **args)
             if saved(relinked):
-                st.toast(ctx.t("lp.relinked", name=relinked["name"], canonical=relinked["canonical"]))
+                st.toast(ctx.md("lp.relinked", name=relinked["name"], canonical=relinked["canonical"]))
                 st.rerun()
 
     targets = [r for r in active if r["id"] != label["id"]]

@@ -11,7 +11,7 @@ from core.encoders import active_encoder_spec, load_encoder, spec_has_random_wei
 from core.i18n import UserError
 from core.inputs import clean_name
 from core.neighbours import DEFAULT_STATUSES, label_index, near_duplicates, neighbours, similarity_matrix
-from pages.ui import page_context
+from pages.ui import as_markdown, page_context
 from pages.views import encoder_text, status_title
 
 TABLE_COLUMNS = ("rank", "label", "canonical", "status", "similarity")
@@ -21,7 +21,7 @@ st.title(ctx.t("nbr.title"))
 st.caption(ctx.t("nbrpage.intro"))
 
 spec = active_encoder_spec(ctx.store)
-st.caption(ctx.t("app.encoder", name=encoder_text(spec, ctx.lang)))
+st.caption(ctx.md("app.encoder", name=encoder_text(spec, ctx.lang)))
 if spec_has_random_weights(spec):
     st.warning(ctx.t("app.encoder_random"))
 
@@ -83,11 +83,11 @@ if query not in (None, ""):
         ctx.error(err)
         found, report = [], None
     if report is not None and report.nearest is not None:
-        (st.warning if report.flag else st.caption)(report.message(ctx.lang))
+        (st.warning if report.flag else st.caption)(as_markdown(report.message, ctx.lang))
     # What the embedding cannot see: the same word in the other language or script (car / 自動車, くるま / 車).
     links = dictionary.label_links(ctx.store, query)
     if links:
-        st.warning("\n\n".join([f"**{ctx.t('dict.heading')}**", *(f"- {l.describe(ctx.lang)}" for l in links)]))
+        st.warning("\n\n".join([f"**{ctx.t('dict.heading')}**", *(f"- {as_markdown(l.describe, ctx.lang)}" for l in links)]))
         st.caption(ctx.t("dict.attribution"))
     st.subheader(ctx.t("nbrpage.table"))
     if not found:

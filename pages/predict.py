@@ -24,7 +24,7 @@ if not ready:
 run = st.selectbox(ctx.t("pr.run"), ready, key="pr_run",
                    format_func=lambda r: run_text(r, ctx.lang))
 done = runs.done_tasks(store, run["id"])
-st.caption(ctx.t("pr.model_line", idx=task_no(done[-1]["idx"]), classes=len({i for t in done for i in t["label_ids"]}),
+st.caption(ctx.md("pr.model_line", idx=task_no(done[-1]["idx"]), classes=len({i for t in done for i in t["label_ids"]}),
                  method=method_title(run["config"].get("method", "both"), ctx.lang),
                  encoder=encoder_text(run["encoder"], ctx.lang)))
 k = st.slider(ctx.t("pr.top_k"), 1, 10, 5, key="pr_k")
@@ -53,7 +53,7 @@ if data is not None:
         left, right = st.columns([1, 2])
         left.image(data, width=160)
         if truth:
-            left.caption(ctx.t("pr.truth", name=truth))
+            left.caption(ctx.md("pr.truth", name=truth))
         threshold = result.get("threshold")
         # which similarity decided: to the trained classes' images, or (models that train all their
         # features) to the best class itself

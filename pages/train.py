@@ -17,7 +17,7 @@ from core import jobs, runs
 from core.i18n import UserError
 from core.run_report import config_changes, data_revision
 from core.sg.learner import LearnerConfig
-from pages.ui import page_context, run_action
+from pages.ui import md, page_context, run_action
 from pages.views import (changes_text, config_rows, config_value, encoder_text, field_title, label_text, local_time,
                          loss_title, method_help, method_title, product_methods, reason_text, run_text, status_title,
                          task_no)
@@ -45,7 +45,7 @@ from core.worker import ensure_worker, live_workers  # noqa: E402
 
 alive = live_workers(store)
 if alive:
-    st.caption(ctx.t("tr.worker_alive", workers=", ".join(f"{w['device']} @ {w['host']}" for w in alive)))
+    st.caption(ctx.md("tr.worker_alive", workers=", ".join(f"{w['device']} @ {w['host']}" for w in alive)))
 else:
     st.warning(ctx.t("tr.worker_none"))
     if actor.can("train.request") and st.button(ctx.t("tr.worker_start"), key="tr_worker_start"):
@@ -120,13 +120,13 @@ if actor.can("train.request"):
         from core.encoders import active_encoder_spec
 
         spec = active_encoder_spec(store)
-        st.caption(ctx.t("tr.encoder_active", encoder=encoder_text(spec, ctx.lang)))
+        st.caption(ctx.md("tr.encoder_active", encoder=encoder_text(spec, ctx.lang)))
         run_name = st.text_input(ctx.t("tr.run_name"), key="tr_new_name")
         new_config = _config_inputs(vars(runs.default_config(spec)), "tr_new", "run")
         if st.button(ctx.t("tr.create"), key="tr_create"):
             created = run_action(ctx, runs.create_run, store, actor, run_name, config=new_config)
             if created:
-                st.toast(ctx.t("tr.created", name=created["name"]))
+                st.toast(ctx.md("tr.created", name=created["name"]))
                 st.rerun()
 else:
     st.info(ctx.t("tr.readonly"))
@@ -134,7 +134,7 @@ else:
 if run is None:
     st.stop()
 
-st.caption(ctx.t("tr.run_line", method=method_title(run["config"].get("method", "both"), ctx.lang),
+st.caption(ctx.md("tr.run_line", method=method_title(run["config"].get("method", "both"), ctx.lang),
                  encoder=encoder_text(run["encoder"], ctx.lang)))
 with st.expander(ctx.t("tr.config")):
     st.table(pd.DataFrame(config_rows(run["config"], ctx.lang)).rename(
@@ -196,9 +196,9 @@ def _preview(chosen: list[dict]) -> None:
     try:
         preview = runs.soft_label_preview(store, run["id"], [l["id"] for l in chosen])
     except UserError as err:
-        st.caption(ctx.t("tr.preview_failed", reason=err.message(ctx.lang)))
+        st.caption(ctx.md("tr.preview_failed", reason=err.message(ctx.lang)))
     except Exception as exc:  # the encoder may be unavailable; composing a task must still work
-        st.caption(ctx.t("tr.preview_failed", reason=str(exc)))
+        st.caption(ctx.md("tr.preview_failed", reason=str(exc)))
     else:
         if not any(p["neighbours"] for p in preview):
             st.caption(ctx.t("tr.preview_first"))
@@ -265,7 +265,7 @@ def _draw_progress(run_id: int) -> None:
         detail = job["detail"]
         st.markdown(ctx.t("tr.job_line", id=job["id"], task=task_no(job["payload"].get("task_idx", 0)),
                           status=ctx.t(f"jobs.status.{job['status']}")))
-        st.progress(float(job["progress"]), text=jobs.render_message(job["message"], ctx.lang) or None)
+        st.progress(float(job["progress"]), text=md(jobs.render_message(job["message"], ctx.lang)) or None)
         bits = []
         if detail.get("device"):
             bits.append(ctx.t("tr.device", device=detail["device"]))

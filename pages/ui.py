@@ -14,7 +14,7 @@ import streamlit as st
 
 from core import sessions
 from core.auth import Actor
-from core.i18n import DEFAULT_LANG, LANGS, UserError, t
+from core.i18n import DEFAULT_LANG, LANGS, UserError, as_markdown, escape_markdown, t, t_markdown
 from core.store import Store, default_home
 from pages import session_cookie
 
@@ -40,10 +40,22 @@ class PageContext:
     expired: bool = False        # a session just ended by its idle timeout or lifetime
 
     def t(self, key: str, **params) -> str:
+        """A UI string for a place that shows plain text (a select box option, a table, a chart)."""
         return t(key, self.lang, **params)
 
+    def md(self, key: str, **params) -> str:
+        """A UI string for a place that renders Markdown (st.markdown/caption/info/warning/error/success,
+        toasts, button, checkbox, radio and expander labels): every text parameter — a label, alias,
+        run, file or user name — is escaped, so a name like ``![t](http://host/x.png)`` shows as typed."""
+        return t_markdown(key, self.lang, **params)
+
     def error(self, err: UserError) -> None:
-        st.error(err.message(self.lang))
+        st.error(as_markdown(err.message, self.lang))
+
+
+def md(text) -> str:
+    """User text (or text built from it) placed into Markdown by hand: shown as typed."""
+    return escape_markdown(text)
 
 
 def current_lang() -> str:
@@ -51,12 +63,23 @@ def current_lang() -> str:
     return lang if lang in LANGS else DEFAULT_LANG
 
 
-def _cookie_token() -> str | None:
+def _https() -> bool:
     try:
-        token = st.context.cookies.get(sessions.COOKIE_NAME)
+        return (st.context.url or "").lower().startswith("https:")
+    except Exception:
+        return False
+
+
+def _cookie_token() -> str | None:
+    """The session cookie's token; over HTTPS only the ``__Host-`` cookie counts (pages/session_cookie.py)."""
+    try:
+        return session_cookie.cookie_token(st.context.cookies, _https())
     except Exception:   # no browser behind this run (e.g. a bare script run)
         return None
-    return token if isinstance(token, str) else None
+
+
+def cookie_token() -> str | None:
+    return _cookie_token()
 
 
 def _session_tokens() -> list[str]:
@@ -124,13 +147,11 @@ def log_in(store: Store, lang: str, username: str, password: str, next_path: str
 
 
 def log_out(store: Store) -> None:
-    """End the session in the database (the cookie alone is then worth nothing) and drop the cookie."""
+    """End the session in the database (a cookie is then worth nothing). Where the browser holds a
+    cookie, the sidebar shows the logout form instead (a POST that also deletes it, app.py)."""
     for token in _session_tokens():
         sessions.revoke(store, token)
     st.session_state.pop(SESSION_KEY, None)
-    if session_cookie.mounted() and _cookie_token():
-        _browser_redirect(session_cookie.logout_url())
-        st.stop()
     st.rerun()
 
 

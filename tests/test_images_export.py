@@ -83,8 +83,9 @@ def test_failed_export_leaves_nothing(store, admin, dataset, tmp_path):
     victim = images.get_image(store, images.list_images(store, dataset["slash"])[0]["id"])
     images.image_path(store, victim).unlink()              # a missing file makes the copy fail midway
     for fmt, dest in (("zip", tmp_path / "x.zip"), ("folder", tmp_path / "x")):
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(UserError) as err:         # a message (issue 21 F11), not a raw OSError
             images.export_dataset(store, admin, dest, fmt=fmt)
+        assert err.value.key == "images.export_failed"
     assert sorted(os.listdir(tmp_path)) == ["home"]
 
 

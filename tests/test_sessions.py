@@ -93,10 +93,11 @@ def test_deactivation_and_password_change_end_every_session(home_store):
     assert ended["user.deactivate"] == 1 and ended["user.password"] == 1
 
 
-def test_a_locked_or_deleted_account_has_no_session(home_store):
+def test_a_deleted_account_has_no_session_and_a_locked_one_keeps_its_live_session(home_store):
     login = _login(home_store)
+    # a lockout refuses new logins only (issue 21 F5: tests/test_security_round21.py)
     home_store.execute("UPDATE users SET locked_until = ? WHERE username = 'eri'", (time.time() + 60,))
-    assert sessions.resolve(home_store, login.token) is None
+    assert sessions.resolve(home_store, login.token) is not None
     home_store.execute("UPDATE users SET locked_until = NULL WHERE username = 'eri'")
     assert sessions.resolve(home_store, login.token) is not None
     home_store.execute("DELETE FROM sessions")
@@ -115,16 +116,25 @@ def test_the_return_page_stays_inside_the_app(asked, kept):
 
 # ---- the HTTP routes ---------------------------------------------------------------------------------
 def _call(handler, path: str, query: str = "", cookie: str | None = None, scheme: str = "http",
-          fetch_site: str = "same-origin"):
+          fetch_site: str | None = "same-origin", method: str = "GET", body: bytes = b"",
+          cookie_name: str = sessions.COOKIE_NAME):
     from starlette.requests import Request
 
-    headers = [(b"host", b"studio.test"), (b"sec-fetch-site", fetch_site.encode())]
+    headers = [(b"host", b"studio.test")]
+    if fetch_site is not None:
+        headers.append((b"sec-fetch-site", fetch_site.encode()))
     if cookie:
-        headers.append((b"cookie", f"{sessions.COOKIE_NAME}={cookie}".encode()))
-    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+        headers.append((b"cookie", f"{cookie_name}={cookie}".encode()))
+    if body:
+        headers.append((b"content-type", b"application/x-www-form-urlencoded"))
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": query.encode(),
              "headers": headers, "scheme": scheme, "server": ("studio.test", 443 if scheme == "https" else 80),
              "client": ("127.0.0.1", 5000), "root_path": "", "http_version": "1.1"}
-    return asyncio.run(handler(Request(scope)))
+    return asyncio.run(handler(Request(scope, receive)))
 
 
 def _set_cookie_header(response) -> str:
@@ -157,13 +167,15 @@ def test_over_https_the_cookie_is_secure(home_store):
     login = _login(home_store)
     response = _call(session_cookie.set_session_cookie, session_cookie.SESSION_PATH, f"ticket={login.ticket}",
                      scheme="https")
-    assert "Secure" in _set_cookie_header(response)
+    cookie = _set_cookie_header(response)
+    assert "Secure" in cookie and cookie.startswith(f"{sessions.HOST_COOKIE_NAME}=") and "Path=/;" in cookie
 
 
 def test_the_logout_route_revokes_the_cookie_session_and_deletes_the_cookie(home_store):
     login = _login(home_store)
     token, _, _ = sessions.redeem_ticket(home_store, login.ticket)
-    response = _call(session_cookie.clear_session_cookie, session_cookie.LOGOUT_PATH, cookie=token)
+    response = _call(session_cookie.clear_session_cookie, session_cookie.LOGOUT_PATH, cookie=token, method="POST",
+                     body=f"proof={sessions.logout_proof(token)}".encode())
     assert response.status_code == 303 and response.headers["location"] == "/"
     cookie = _set_cookie_header(response)
     assert cookie.startswith(f'{sessions.COOKIE_NAME}=""') and "Max-Age=0" in cookie

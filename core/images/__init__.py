@@ -31,7 +31,7 @@ from core.images.export import (CSV_COLUMNS, ExportResult, export_dataset, image
 from core.images.folder import FolderImport, find_label_for_folder, import_folder
 from core.images.ingest import ensure_min_holdout, holdout_target, ingest_uploads
 from core.images.manage import delete_images, move_images
-from core.images.pixels import JPEG_QUALITY, Normalised, normalise_image
+from core.images.pixels import JPEG_QUALITY, Normalised, check_image, normalise_image
 from core.images.scan import SPLIT_FOLDERS, FolderScan, read_inside, scan_image_folder
 from core.images.staging import remove_stale_uploads
 from core.settings import IMAGE_DEFAULTS as DEFAULTS
@@ -40,7 +40,7 @@ __all__ = [
     "ARCHIVE_EXTENSIONS", "CSV_COLUMNS", "DEFAULTS", "EXPORT_STATUSES", "HOLDOUT_RULE_MIN_IMAGES",
     "IMAGE_EXTENSIONS", "JPEG_QUALITY", "OPEN_STATUSES", "SPLIT_FOLDERS", "SUPPORTED_FORMATS", "THUMB_SIZE",
     "UPLOAD_EXTENSIONS", "ExportResult", "FolderImport", "FolderScan", "IngestResult", "Normalised",
-    "NotReadyError", "Readiness", "count_images", "delete_images", "ensure_min_holdout", "export_dataset",
+    "NotReadyError", "Readiness", "check_image", "count_images", "delete_images", "ensure_min_holdout", "export_dataset",
     "find_label_for_folder", "get_image", "hash_split", "holdout_target", "holdout_samples", "image_path", "images_csv",
     "import_folder", "ingest_uploads", "is_zip", "label_counts", "limits", "list_images", "move_images",
     "normalise_image", "read_images_csv", "read_inside", "readiness", "remove_stale_uploads",

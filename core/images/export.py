@@ -91,6 +91,34 @@ def _export_plan(store: Store, statuses: Iterable[str]) -> tuple[list[dict], dic
     return labels, folders, images
 
 
+def _write(dest: Path, fmt: str, members: list[tuple[Path, str]], csv_bytes: bytes) -> None:
+    """Write into a temporary name beside ``dest`` and rename it into place; on any failure the temporary
+    file or folder is removed, so ``dest`` appears complete or not at all."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "zip":
+        fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".zip.tmp", dir=dest.parent)
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_STORED) as zf:
+                for src, rel in members:
+                    zf.write(src, rel)
+                zf.writestr("images.csv", csv_bytes)
+            os.replace(tmp_name, dest)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+    else:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
+        try:
+            for src, rel in members:
+                (tmp_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, tmp_dir / rel)
+            (tmp_dir / "images.csv").write_bytes(csv_bytes)
+            os.rename(tmp_dir, dest)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+
+
 def export_dataset(store: Store, actor: Actor, dest: str | os.PathLike, *, fmt: str = "zip",
                    statuses: Iterable[str] = EXPORT_STATUSES) -> ExportResult:
     """Write the tree and ``images.csv`` to ``dest`` (a ``.zip`` file, or a folder that does not exist)."""
@@ -115,29 +143,11 @@ def export_dataset(store: Store, actor: Actor, dest: str | os.PathLike, *, fmt: 
                      "entry_id": label["entry_id"] or "", "width": img["width"], "height": img["height"],
                      "original_name": img["original_name"]})
     csv_bytes = images_csv(rows)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "zip":
-        fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".zip.tmp", dir=dest.parent)
-        os.close(fd)
-        try:
-            with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_STORED) as zf:
-                for src, rel in members:
-                    zf.write(src, rel)
-                zf.writestr("images.csv", csv_bytes)
-            os.replace(tmp_name, dest)
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
-    else:
-        tmp_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
-        try:
-            for src, rel in members:
-                (tmp_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, tmp_dir / rel)
-            (tmp_dir / "images.csv").write_bytes(csv_bytes)
-            os.rename(tmp_dir, dest)
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
+    try:
+        _write(dest, fmt, members, csv_bytes)
+    except OSError as exc:   # a full disk, a read-only or vanished folder: a message, nothing half-written
+        raise UserError("images.export_failed", path=str(dest),
+                        reason=os.strerror(exc.errno) if exc.errno else type(exc).__name__) from None
     store.audit(actor.username, "image.export", "export", str(dest), format=fmt, images=len(rows),
                 labels=len({r["label_id"] for r in rows}))
     return ExportResult(dest, len(rows), len({r["label_id"] for r in rows}), folders)

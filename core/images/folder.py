@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from core import labels as label_service
 from core.auth import Actor, require
 from core.i18n import UserError
+from core.inputs import shown_name
 from core.images.base import OPEN_STATUSES, IngestResult, Item, ProgressFn, limits, open_label, summarize
 from core.images.export import read_images_csv
 from core.images.ingest import AuditTarget, run_items
@@ -121,6 +122,7 @@ def import_folder(store: Store, actor: Actor, root: str | os.PathLike, *, create
     report = FolderImport(pre_results, {}, [], [], 0.0, links=list(scan.links))
     report.results += [IngestResult(link, "error", "images.folder_symlink", {"path": link}) for link in scan.links]
     report.results += [IngestResult(rel, "error", "images.folder_not_image", {"path": rel}) for rel in scan.skipped]
+    report.results += [IngestResult(rel, "error", "images.folder_bad_name", {"path": rel}) for rel in scan.undecodable]
     for folder in scan.label_names:
         names = csv_names.get(folder, ())
         label = find_label_for_folder(store, folder, names)
@@ -148,9 +150,9 @@ def import_folder(store: Store, actor: Actor, root: str | os.PathLike, *, create
                   original_name=rel.rsplit("/", 1)[-1])
              for rel, folder, split in scan if folder in report.labels]
     report.results += run_items(store, actor, items, None, progress, lim,
-                                AuditTarget("folder", str(scan.root), {"source": "folder"}))
+                                AuditTarget("folder", shown_name(str(scan.root)), {"source": "folder"}))
     report.seconds = time.perf_counter() - started
-    store.audit(actor.username, "image.import_folder", "folder", str(scan.root), **report.counts,
+    store.audit(actor.username, "image.import_folder", "folder", shown_name(str(scan.root)), **report.counts,
                 created=report.created, proposed=report.proposed, new_entries=report.new_entries,
                 unmatched=report.unmatched, links=len(report.links))
     return report

@@ -39,6 +39,16 @@ JPEG_QUALITY = 95
 PNG_COMPRESS_LEVEL = 6
 
 
+def _plugins() -> tuple[str, ...]:
+    """The Pillow plugins to try, by the names ``Image.open(formats=…)`` takes (an MPO is opened by the
+    JPEG plugin)."""
+    Image.init()
+    return tuple(f for f in sorted(SUPPORTED_FORMATS) if f in Image.OPEN)
+
+
+PLUGINS = _plugins()
+
+
 @dataclass
 class Normalised:
     data: bytes
@@ -49,28 +59,12 @@ class Normalised:
 
 def normalise_image(data: bytes, max_bytes: int, max_pixels: int) -> Normalised:
     """Validate ``data`` and return what to store; raises ``Rejected`` with a message key."""
-    if not data:
-        raise Rejected("images.empty")
-    if len(data) > max_bytes:
-        raise Rejected("images.too_large", size=mb(len(data)), limit=mb(max_bytes))
+    fmt = check_image(data, max_bytes, max_pixels, verify=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(data)) as probe:
-                fmt = probe.format
-                if fmt not in SUPPORTED_FORMATS:
-                    raise Rejected("images.unsupported_format", format=fmt or "?")
-                width, height = probe.size
-                # Same test as Pillow's warning tier, made explicit: catch_warnings is process-wide
-                # state, so another thread could reset the filter between open() and here.
-                if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-                    raise Rejected("images.decompression_bomb")
-                if width * height > max_pixels:
-                    raise Rejected("images.too_many_pixels", width=width, height=height,
-                                   mp=f"{width * height / 1e6:.1f}", limit=f"{max_pixels / 1e6:.0f}")
-                probe.verify()
             # verify() leaves the image unusable and checks little for JPEG: decode for real.
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=PLUGINS) as img:
                 img.load()
                 jpeg_tables = _reusable_jpeg_tables(img) if fmt in ("JPEG", "MPO") else None
                 rgb = _to_rgb(ImageOps.exif_transpose(img))
@@ -96,6 +90,64 @@ def normalise_image(data: bytes, max_bytes: int, max_pixels: int) -> Normalised:
         clean.save(out, "PNG", compress_level=PNG_COMPRESS_LEVEL)
         ext = "png"
     return Normalised(out.getvalue(), ext, clean.width, clean.height)
+
+
+def check_image(data: bytes, max_bytes: int, max_pixels: int, verify: bool = False) -> str:
+    """The checks every image passes before anything decodes its pixels — uploads and Predict alike:
+    not empty, at most ``max_bytes``, one of ``SUPPORTED_FORMATS`` (only those plugins are even tried, so
+    an EPS, ICO or SPIDER file is never handed to its decoder — EPS would run Ghostscript), and at most
+    ``max_pixels`` and Pillow's bomb limit, read from the header. ``verify`` also runs Pillow's cheap
+    structural check. Returns the format; raises ``Rejected`` with a message key."""
+    if not data:
+        raise Rejected("images.empty")
+    if len(data) > max_bytes:
+        raise Rejected("images.too_large", size=mb(len(data)), limit=mb(max_bytes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=PLUGINS) as probe:
+                fmt = probe.format
+                if fmt not in SUPPORTED_FORMATS:
+                    raise Rejected("images.unsupported_format", format=fmt or "?")
+                width, height = probe.size
+                # Same test as Pillow's warning tier, made explicit: catch_warnings is process-wide
+                # state, so another thread could reset the filter between open() and here.
+                if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+                    raise Rejected("images.decompression_bomb")
+                if width * height > max_pixels:
+                    raise Rejected("images.too_many_pixels", width=width, height=height,
+                                   mp=f"{width * height / 1e6:.1f}", limit=f"{max_pixels / 1e6:.0f}")
+                if verify:
+                    probe.verify()
+        except Rejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise Rejected("images.decompression_bomb") from None
+        except UnidentifiedImageError:
+            other = _sniff_format(data)
+            if other:
+                raise Rejected("images.unsupported_format", format=other) from None
+            raise Rejected("images.not_image") from None
+        except Exception as exc:  # Pillow raises many types on malformed data (OSError, SyntaxError, ...)
+            log.info("image check failed: %r", exc)
+            raise Rejected("images.corrupt") from None
+    return fmt
+
+
+def _sniff_format(data: bytes) -> str | None:
+    """The name of another format Pillow knows ``data`` as, from its plugins' magic-byte tests only
+    (nothing is parsed or decoded), so a refused ICO or EPS is named in the message."""
+    Image.init()
+    prefix = data[:16]
+    for fmt, (_factory, accept) in Image.OPEN.items():
+        if fmt in SUPPORTED_FORMATS or accept is None:
+            continue
+        try:
+            if accept(prefix):
+                return fmt
+        except Exception:  # an accept() that wants more bytes
+            continue
+    return None
 
 
 def _reusable_jpeg_tables(img: Image.Image):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.i18n import UserError
+from core.inputs import has_surrogates, shown_name
 from core.images.base import IMAGE_EXTENSIONS, Rejected, mb
 
 SPLIT_FOLDERS = ("train", "test", "val")
@@ -34,6 +35,7 @@ class FolderScan:
     splits: tuple[str | None, ...]      # "train" | "test" | "val" per path, None without split folders
     skipped: tuple[str, ...] = ()       # relative paths of files without an image extension
     links: tuple[str, ...] = ()         # relative paths of symbolic links (refused, not followed)
+    undecodable: tuple[str, ...] = ()   # image files whose path is not UTF-8, shown with \\x.. escapes
 
     def __iter__(self):
         return iter(zip(self.paths, self.labels, self.splits))
@@ -63,6 +65,7 @@ def scan_image_folder(root: str | os.PathLike) -> FolderScan:
     splits: list[str | None] = []
     skipped: list[str] = []
     links: list[str] = []
+    undecodable: list[str] = []
     top = _entries(base)
     for entry in top:
         if entry.is_symlink():
@@ -84,13 +87,18 @@ def scan_image_folder(root: str | os.PathLike) -> FolderScan:
                     links.append(rel)
                 elif not f.is_file(follow_symlinks=False):
                     continue                       # sub-folders of a label folder are not part of the layout
+                elif Path(f.name).suffix.lower() in _SUFFIXES and has_surrogates(rel):
+                    # a name that is not UTF-8 (a Shift-JIS zip extracted on Linux): no label, database
+                    # row or tokenizer can take it; reported per file, the rest is imported
+                    undecodable.append(shown_name(rel))
                 elif Path(f.name).suffix.lower() in _SUFFIXES:
                     paths.append(rel)
                     labels.append(class_dir.name)
                     splits.append(split)
                 else:
                     skipped.append(rel)
-    return FolderScan(base, tuple(paths), tuple(labels), tuple(splits), tuple(skipped), tuple(links))
+    return FolderScan(base, tuple(paths), tuple(labels), tuple(splits), tuple(shown_name(p) for p in skipped),
+                      tuple(shown_name(p) for p in links), tuple(undecodable))
 
 
 def read_inside(root: Path, rel: str, max_bytes: int) -> bytes:

@@ -16,6 +16,7 @@ A checkpoint holds only tensors, dicts, lists, str, numbers and None (the config
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,20 @@ __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "restore_learner"]
 
 FORMAT = "sgcl-checkpoint/1"
 _CLASS_TABLE_KEYS = ("class_ids", "names", "name_feats", "prompt_feats", "encoder")
+
+
+TEMP_TAG = "w-"
+
+
+def temp_owner(name: str) -> tuple[str, int] | None:
+    """``(host, pid)`` of the writer of a checkpoint temporary file named by :func:`save_checkpoint`."""
+    if not name.endswith(".tmp") or f".{TEMP_TAG}" not in name:
+        return None
+    try:
+        host, pid = name.split(f".{TEMP_TAG}", 1)[1].rsplit(".", 3)[0:2]
+        return host, int(pid)
+    except ValueError:
+        return None
 
 
 def save_checkpoint(path: str | os.PathLike, learner: ContinualLearner, class_table: dict,
@@ -62,7 +77,10 @@ def save_checkpoint(path: str | os.PathLike, learner: ContinualLearner, class_ta
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    # The writer's host and pid are in the temporary name, so a start-up clean-up can tell the leftovers
+    # of a killed writer from a write in progress (temp_owner, core/training.py).
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{TEMP_TAG}{socket.gethostname()}.{os.getpid()}.",
+                               suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)

@@ -25,9 +25,10 @@ __all__ = ["ImageSource", "decode_image", "ImageCache", "Samples", "DecodedImage
 ImageSource = Union[str, os.PathLike, bytes]
 
 
-def decode_image(source: ImageSource, size: int) -> np.ndarray:
-    """PIL decode → RGB → resize the shorter side to ``size`` → centre crop; (3, size, size) uint8."""
-    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+def decode_image(source: ImageSource, size: int, formats=None) -> np.ndarray:
+    """PIL decode → RGB → resize the shorter side to ``size`` → centre crop; (3, size, size) uint8.
+    ``formats``: the only Pillow formats to try (None: any)."""
+    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=formats)
     image.draft("RGB", (size, size))  # lets JPEG decode at a reduced scale: much faster for big photos
     image = image.convert("RGB")
     w, h = image.size

@@ -126,25 +126,51 @@ def _stop_group(pgid: int, grace: float = 10.0) -> None:
     _gone(pgid)
 
 
-def stop_workers(home: Path) -> list[int]:
-    """Stop the workers the app spawned for this (temporary) data home. Each runs in its own session
-    (pid == process group); only processes whose command line names this data home are touched."""
+def _worker_pids(home: Path) -> set[int]:
+    """Worker processes serving ``home``: the pids its database lists, and any process whose command line
+    is ``… core.worker … --home <home>`` (a worker whose row is gone, or not yet written — the app
+    records the pid only after spawning — is found too)."""
+    pids: set[int] = set()
     db = Path(home) / "sgcl.db"
-    if not db.exists():
-        return []
-    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
-        try:
-            pids = [r[0] for r in conn.execute("SELECT pid FROM workers WHERE pid IS NOT NULL")]
-        except sqlite3.Error:
-            return []
+    if db.exists():
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+            with contextlib.suppress(sqlite3.Error):
+                pids |= {r[0] for r in conn.execute("SELECT pid FROM workers WHERE pid IS NOT NULL")}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+                if b"core.worker" in args and os.fsencode(str(home)) in args:
+                    pids.add(int(proc.name))
+    return pids
+
+
+def stop_workers(home: Path) -> list[int]:
+    """Stop the workers the app spawned for this (temporary) data home, whether or not its database
+    still lists them. Each runs in its own session (pid == process group); only processes whose command
+    line names this data home are touched."""
     stopped = []
-    for pid in pids:
+    for pid in sorted(_worker_pids(home)):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if str(home) in cmdline and "core.worker" in cmdline:
-            _stop_group(pid)
+            try:
+                leader = os.getpgid(pid) == pid
+            except OSError:
+                continue
+            if leader:
+                _stop_group(pid)
+            else:           # not in a session of its own: this process alone
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while not _gone(pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                with contextlib.suppress(OSError):
+                    if not _gone(pid):
+                        os.kill(pid, signal.SIGKILL)
             stopped.append(pid)
     return stopped
 
