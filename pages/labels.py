@@ -64,6 +64,9 @@ if actor.can("label.propose"):
                                           key=f"propose_en_{result.normalized}")
                 else:
                     chosen_entry = picked
+            owner = label_service.alias_owner(store, name)
+            if owner is not None:     # a reviewer already attached this name to a label
+                st.warning(ctx.t("lp.alias_of", name=name, existing=owner["name"], id=owner["id"]))
             show_dictionary_links(dictionary.label_links(store, name))
             if st.button(ctx.t("lp.submit"), type="primary", key="propose_submit"):
                 extra = {"reading": reading, "en": gloss} if create_entry else {}
@@ -145,7 +148,8 @@ if actor.can("label.review") and active:
     links = dictionary.label_links(store, int(label["id"]))
     show_dictionary_links(links)
     for link in links:
-        if label["status"] in ("proposed", "approved") and link.status in label_service.ACTIVE and st.button(
+        if link.kind != "distinct" and label["status"] in ("proposed", "approved") \
+                and link.status in label_service.ACTIVE and st.button(
                 ctx.t("lp.merge_suggest", name=link.name), key=f"merge_dict_{link.label_id}"):
             if saved(run_action(ctx, label_service.merge, store, actor, label["id"], link.label_id,
                                 expected_version=version, success=ctx.t("lp.done"))):

@@ -67,7 +67,8 @@ if data is not None:
             right.markdown(f"**{ctx.t('pr.results', idx=task_no(result['task']))}**")
         score_col, cosine_col = ctx.t("pr.col.score"), ctx.t("pr.col.cosine")
         table = pd.DataFrame([{
-            ctx.t("pr.col.rank"): rank, ctx.t("pr.col.canonical"): p["canonical"],
+            # the label as the team named it (ヒビ割れ), its glossary term (亀裂) beside it
+            ctx.t("pr.col.rank"): rank, ctx.t("pr.col.name"): p["name"], ctx.t("pr.col.canonical"): p["canonical"],
             ctx.t("pr.col.reading"): p["reading"], ctx.t("pr.col.en"): p["en"], score_col: round(p["score"], 3),
             cosine_col: round(p["cosine"], 3)}
             for rank, p in enumerate(result["predictions"], start=1)])
