@@ -4,13 +4,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import dictionary, glossary_store
+from core import dictionary, glossary_store, images
 from core import labels as label_service
 from core.i18n import UserError
 from core.neighbours import neighbour_preview
 from pages.ui import page_context, run_action
 
 REVIEW_ACTIONS = ("approve", "reject", "retire")     # buttons, each with its lp.<action> text
+EXAMPLES = 6                                          # example images shown for the label under review
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
@@ -123,6 +124,29 @@ if actor.can("label.review") and active:
     if aliases:
         st.caption(ctx.t("lp.aliases", aliases=", ".join(a["text"] for a in aliases)))
 
+    # What the label's images look like: a name alone does not tell a reviewer what the class is.
+    n_images = images.count_images(store, label["id"])
+    st.markdown(f"**{ctx.t('lp.examples', n=n_images)}**")
+    if n_images:
+        shown = images.list_images(store, label["id"], limit=EXAMPLES)
+        for col, row in zip(st.columns(EXAMPLES), shown):
+            try:
+                col.image(str(images.thumbnail_path(store, row)),
+                          caption=f"#{row['id']} · {ctx.t('split.' + row['split'])}")
+            except OSError:    # the file is gone from the data home: say so, keep reviewing
+                col.caption(f"#{row['id']} ⚠")
+    else:
+        st.caption(ctx.t("lp.no_examples"))
+
+    # An alias is added to the label under review: no picker of its own that could stay on another label.
+    if actor.can("label.alias"):
+        with st.form(f"alias_form_{label['id']}", clear_on_submit=True):
+            alias = st.text_input(ctx.t("lp.alias_for", name=label["name"]), key=f"alias_text_{label['id']}")
+            if st.form_submit_button(ctx.t("lp.alias")) and alias.strip():
+                if run_action(ctx, label_service.add_alias, store, actor, label["id"], alias,
+                              success=ctx.t("lp.alias_added", alias=alias, name=label["name"])):
+                    st.rerun()
+
     # Semantic neighbours and the near-duplicate warning.
     try:
         with st.spinner(ctx.t("lp.neighbours")):
@@ -215,7 +239,8 @@ if actor.can("label.review") and active:
                                     expected_version=version, success=ctx.t("lp.done"))):
                     st.rerun()
 
-if actor.can("label.alias") and active:
+if actor.can("label.alias") and not actor.can("label.review") and active:
+    # Experts, who have no review section: the alias form picks its label itself.
     with st.form("alias_form"):
         target = st.selectbox(ctx.t("lp.pick"), active, format_func=lambda r: f"#{r['id']} {r['name']}")
         alias = st.text_input(ctx.t("lp.alias"))

@@ -173,3 +173,32 @@ def test_similarity_heatmap_labels_every_row_of_60_labels_without_clipping(tmp_p
     assert heat["height"] / 60 >= 14 and heat["width"] == heat["height"]   # a readable row each
     assert heat["autosize"]["type"] == "pad"            # names and legend come on top of the cells' size
     assert heat["encoding"]["color"]["title"] == "類似度"                  # the legend in the user's language
+
+
+def test_review_shows_the_labels_example_images_and_the_alias_goes_to_the_reviewed_label(tmp_path):
+    """Issue 21 point 3: no example images on the review; the alias form had its own picker, which
+    stayed on #1 while the reviewer reviewed #2, so the alias landed on the wrong label."""
+    from core import images
+    from test_worker import class_image
+
+    store = _home(tmp_path)
+    first = labels.propose(store, EXPERT, "傷")
+    second = labels.propose(store, EXPERT, "ヒビ割れ")
+    files = [(f"crack-{i}.png", class_image("cat", i)) for i in range(3)]
+    assert all(r.status == "added" for r in images.ingest_uploads(store, REVIEWER, second["id"], files))
+    at = _page("labels.py", tmp_path, REVIEWER, lang="en")
+    at.run()
+    assert at.selectbox(key="review_pick").value == first["id"]
+    assert any("This label has no images yet" in c.value for c in at.caption)
+    at.selectbox(key="review_pick").set_value(second["id"]).run()
+    assert not at.exception, at.exception
+    from test_page_images import _captions
+    assert len(_captions(at)) == 3 and all("train" in c or "holdout" in c for c in _captions(at))
+    assert any("Example images (3 in all)" in m.value for m in at.markdown)
+    assert [s.key for s in at.selectbox if s.label == "Choose a label"] == ["review_pick"]   # no second picker
+    at.text_input(key=f"alias_text_{second['id']}").input("亀甲割れ")
+    [submit] = [b for b in at.button if b.label == "Add alias"]
+    submit.click().run()
+    assert not at.exception, at.exception
+    assert [a["text"] for a in labels.aliases(store, second["id"])] == ["亀甲割れ"]
+    assert labels.aliases(store, first["id"]) == []
