@@ -16,6 +16,8 @@ from pages.uploads import upload_caps
 from pages.views import human_bytes
 
 PAGE_SIZE = 24
+SPLITS = ("train", "holdout")
+SPLIT_COLOURS = {"train": "#4c78a8", "holdout": "#f58518"}
 GRID_COLUMNS = 6
 
 @st.cache_data(show_spinner=False, max_entries=5000)
@@ -54,17 +56,19 @@ table = pd.DataFrame([{
         "ip.missing_text", train=ready[c["label_id"]].missing_train, holdout=ready[c["label_id"]].missing_holdout),
 } for c in counts])
 long = pd.DataFrame([{"label": c["name"], "split": ctx.t(f"split.{split}"), "n": c[f"n_{split}"]}
-                     for c in counts for split in ("train", "holdout")])
+                     for c in counts for split in SPLITS])
 chart = alt.Chart(long).mark_bar().encode(
     x=alt.X("n:Q", title=ctx.t("ip.count"), axis=alt.Axis(tickMinStep=1, format="d")),  # whole images
     y=alt.Y("label:N", title=ctx.t("ip.label"), sort=None),
-    color=alt.Color("split:N", title=ctx.t("ip.split")),
+    # one colour per split, whatever its translated name sorts as (学習/評価 vs train/holdout)
+    color=alt.Color("split:N", title=ctx.t("ip.split"),
+                    scale=alt.Scale(domain=[ctx.t(f"split.{s}") for s in SPLITS], range=[SPLIT_COLOURS[s] for s in SPLITS])),
     tooltip=[alt.Tooltip("label:N", title=ctx.t("ip.label")), alt.Tooltip("split:N", title=ctx.t("ip.split")),
              alt.Tooltip("n:Q", title=ctx.t("ip.count"))],
 )
-chart_col, table_col = st.columns([3, 2])
-chart_col.altair_chart(chart, width="stretch")
-table_col.dataframe(table, hide_index=True, width="stretch")
+# chart and table one under the other: side by side the table's last column was cut off
+st.altair_chart(chart, width="stretch")
+st.dataframe(table, hide_index=True, width="stretch")
 
 # ---- the frozen-feature cache on disk ----------------------------------------------------------
 usage = feature_cache_usage(store, str(store.home))

@@ -75,9 +75,10 @@ if data is not None:
         if result.get("rejected"):
             # Still shown (the closest classes help an expert decide what the image is), but greyed out.
             table = table.style.set_properties(**{"color": "#888888"})
-        right.dataframe(table, hide_index=True, column_config={
+        # the full width of the page, under the image: in the narrow right column the last column was cut off
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
             score_col: st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f",
                                                        help=ctx.t("pr.col.score_help")),
             cosine_col: st.column_config.NumberColumn(help=ctx.t("pr.col.cosine_help"), format="%.3f")})
         if threshold is not None and not result.get("rejected"):
-            right.caption(ctx.t("pr.accepted_class" if by_class else "pr.accepted", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))
+            st.caption(ctx.t("pr.accepted_class" if by_class else "pr.accepted", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))

@@ -360,6 +360,8 @@ def test_predict_says_clearly_when_an_image_is_not_a_trained_class(home, monkeyp
     table = table.data if hasattr(table, "data") else table
     # the guesses stay, de-emphasised; each under the label's own name (キズ), its term (傷) beside it
     assert list(table["ラベル"]) == ["キズ", "ｻﾋﾞ"] and list(table["用語"]) == ["傷", "錆"]
+    # at the page's full width (in the right-hand column its last column was cut off)
+    assert "Dataframe" in [type(n).__name__ for n in at.main.children.values()]
     assert any("参考" in m.value for m in at.markdown)
 
     answer.update(rejected=False, best=0.5)
