@@ -214,6 +214,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE tasks ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE metrics ADD COLUMN rejected REAL;
     """,
+    # 4: each user's UI language (NULL: not chosen yet), so a reload or a new tab keeps it, and glossary
+    # notes in Japanese beside the English ones (issue 21).
+    """
+    ALTER TABLE users ADD COLUMN lang TEXT;
+    ALTER TABLE glossary_entries ADD COLUMN notes_ja TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -98,7 +98,7 @@ def _clean(entry: GlossaryEntry) -> GlossaryEntry:
     return GlossaryEntry(
         id=strip(entry.id), canonical=strip(entry.canonical), reading=strip(entry.reading),
         en=strip(entry.en), embed_text=entry.embed_text or "", aliases=_clean_list(entry.aliases),
-        distinct_from=_clean_list(entry.distinct_from), notes=entry.notes or "",
+        distinct_from=_clean_list(entry.distinct_from), notes=entry.notes or "", notes_ja=entry.notes_ja or "",
         status=strip(entry.status) or "approved")
 
 

@@ -32,8 +32,9 @@ class GlossaryEntry:
     embed_text: str = ""
     aliases: list[str] = field(default_factory=list)
     distinct_from: list[str] = field(default_factory=list)
-    notes: str = ""
+    notes: str = ""          # English
     status: str = "approved"
+    notes_ja: str = ""       # the same note in Japanese (issue 21: notes existed in English only)
 
     @property
     def text_to_embed(self) -> str:

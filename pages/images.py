@@ -12,8 +12,8 @@ from core.i18n import UserError
 from core import labels as label_service
 
 from pages.ui import page_context, run_action
-from pages.uploads import upload_caps
-from pages.views import human_bytes
+from pages.uploads import localise_uploader, upload_caps
+from pages.views import human_bytes, lang_key
 
 PAGE_SIZE = 24
 SPLITS = ("train", "holdout")
@@ -93,7 +93,7 @@ else:
     st.caption(ctx.t("ip.cache_empty" if cached_kind else "ip.cache_unused"))
 
 # ---- one label: readiness and upload -----------------------------------------------------------
-label = st.selectbox(ctx.t("ip.pick"), open_labels, key="img_label",
+label = st.selectbox(ctx.t("ip.pick"), open_labels, key=lang_key("img_label", ctx.lang),
                      format_func=lambda r: f"#{r['id']} {r['name']} ({ctx.t('status.' + r['status'])})")
 label_id = label["id"]
 r = ready.get(label_id) or images.readiness(store, [label_id])[label_id]
@@ -118,6 +118,8 @@ if actor.can("image.upload"):
         ctx.t("ip.upload_zips"), type=list(images.ARCHIVE_EXTENSIONS), accept_multiple_files=True,
         max_upload_size=caps["zip"], key=f"img_upload_zips_{upload_round}",
         help=ctx.t("ip.upload_zips_help", mb=caps["zip"], n=images.setting(store, "upload_max_zip_entries")))
+    localise_uploader(f"img_upload_files_{upload_round}", ctx.lang, caps["image"], images.IMAGE_EXTENSIONS)
+    localise_uploader(f"img_upload_zips_{upload_round}", ctx.lang, caps["zip"], images.ARCHIVE_EXTENSIONS)
     files = [*(picked or []), *(zips or [])]
     if files and st.button(ctx.t("ip.add", name=label["name"]), type="primary", key="img_add"):
         bar = st.progress(0.0)

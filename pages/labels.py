@@ -9,6 +9,7 @@ from core import labels as label_service
 from core.i18n import UserError
 from core.neighbours import neighbour_preview
 from pages.ui import page_context, run_action
+from pages.views import lang_key
 
 REVIEW_ACTIONS = ("approve", "reject", "retire")     # buttons, each with its lp.<action> text
 EXAMPLES = 6                                          # example images shown for the label under review
@@ -46,8 +47,9 @@ if actor.can("label.propose"):
                 by_id = {s.entry_id: s for s in result.suggestions}
                 if by_id:
                     st.info(ctx.t("lp.not_auto_pick"))
-                    picked = st.radio(ctx.t("lp.choice"), [NEW_TERM, *by_id], index=0,
-                                      key=f"propose_choice_{result.normalized}",
+                    choice_key = lang_key(f"propose_choice_{result.normalized}", ctx.lang)
+                    picked = st.radio(ctx.t("lp.choice"), [NEW_TERM, *by_id],
+                                      index=None if choice_key in st.session_state else 0, key=choice_key,
                                       format_func=lambda o: ctx.t("lp.new_term") if o == NEW_TERM
                                       else suggestion_text(by_id[o]))
                 else:
@@ -78,9 +80,11 @@ if actor.can("label.propose"):
 
 # ---- list ------------------------------------------------------------------------------------------
 st.subheader(ctx.t("lp.list"))
-statuses = st.multiselect(ctx.t("lp.status_filter"), label_service.STATUSES, default=list(label_service.ACTIVE),
+filter_key = lang_key("status_filter", ctx.lang)     # chips in the current language (issue 21)
+statuses = st.multiselect(ctx.t("lp.status_filter"), label_service.STATUSES,
+                          default=None if filter_key in st.session_state else list(label_service.ACTIVE),
                           placeholder=ctx.t("ui.choose"),
-                          format_func=lambda s: ctx.t(f"status.{s}"), key="status_filter")
+                          format_func=lambda s: ctx.t(f"status.{s}"), key=filter_key)
 rows = label_service.list_labels(store, statuses)
 if rows:
     table = pd.DataFrame([{
@@ -213,7 +217,7 @@ if actor.can("label.review") and active:
     with st.form(f"relink_form_{label['id']}"):
         st.markdown(f"**{ctx.t('lp.relink_title')}**")
         target_entry = st.selectbox(
-            ctx.t("lp.relink_target"), choices, key=f"relink_target_{label['id']}",
+            ctx.t("lp.relink_target"), choices, key=lang_key(f"relink_target_{label['id']}", ctx.lang),
             format_func=lambda i: ctx.t("lp.relink_new", name=label["name"]) if i == NEW_TERM
             else entry_text(i))
         hint = dictionary.term_hint(label["name"])

@@ -9,7 +9,7 @@ import streamlit as st
 from core import images, runs
 from core.prediction import predict_image
 from pages.ui import page_context, run_action
-from pages.uploads import upload_caps
+from pages.uploads import localise_uploader, upload_caps
 from pages.views import encoder_text, method_title, run_text, task_no
 
 ctx = page_context()
@@ -32,6 +32,7 @@ k = st.slider(ctx.t("pr.top_k"), 1, 10, 5, key="pr_k")
 image_cap = upload_caps(store)["image"]
 uploaded = st.file_uploader(ctx.t("pr.upload"), type=list(images.IMAGE_EXTENSIONS), key="pr_upload",
                             max_upload_size=image_cap, help=ctx.t("pr.upload_help", mb=image_cap))
+localise_uploader("pr_upload", ctx.lang, image_cap, images.IMAGE_EXTENSIONS)
 samples = images.holdout_samples(store, [lid for t in done for lid in t["label_ids"]])
 none = {"id": None}
 sample = st.selectbox(ctx.t("pr.sample"), [none] + samples, key="pr_sample",

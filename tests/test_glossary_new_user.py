@@ -87,3 +87,37 @@ def test_an_english_colleague_is_told_which_japanese_label_means_what(store, exp
     assert "scuff" in note.describe("en") and "すり傷" in note.describe("en")
     scratch = labels.propose(store, expert, "scratch")
     assert scratch["entry_id"] == "defect.scratch" and labels.propose(store, expert, "キズ" + "跡", create_entry=True)
+
+
+def test_glossary_notes_exist_in_japanese_and_english_and_survive_the_csv_round_trip(store, reviewer):
+    """Issue 21 point 4: glossary notes existed in English only."""
+    import io
+
+    from core import glossary_store
+
+    g = Glossary.starter()
+    with_notes = [e for e in g.entries if e.notes]
+    assert with_notes and all(e.notes_ja for e in with_notes)
+    assert all(any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in e.notes_ja) for e in with_notes)
+    back = Glossary.from_csv(io.StringIO(g.to_csv()))
+    assert [e.notes_ja for e in back.entries] == [e.notes_ja for e in g.entries]
+    # the database keeps both, and an edit changes one without the other
+    row = glossary_store.get_entry_row(store, "defect.scratch")
+    assert row["notes_ja"].startswith("線状") and row["notes"].startswith("Line-shaped")
+    import dataclasses
+    entry = load_glossary(store).get("defect.scratch")
+    glossary_store.save_entry(store, reviewer, dataclasses.replace(entry, notes_ja="線キズ。"), row["version"])
+    assert glossary_store.get_entry_row(store, "defect.scratch")["notes_ja"] == "線キズ。"
+    assert load_glossary(store).get("defect.scratch").notes.startswith("Line-shaped")
+
+
+def test_a_data_home_seeded_before_japanese_notes_gets_them(store):
+    from core import glossary_store
+
+    load_glossary(store)
+    store.execute("UPDATE glossary_entries SET notes_ja = ''")
+    store.execute("UPDATE glossary_entries SET notes = 'edited by hand' WHERE id = 'defect.rust'")
+    glossary_store._notes_filled.clear()
+    glossary_store.seed_if_empty(store)
+    assert glossary_store.get_entry_row(store, "defect.crack")["notes_ja"].startswith("部品を")
+    assert glossary_store.get_entry_row(store, "defect.rust")["notes_ja"] == ""      # edited: left alone
