@@ -113,13 +113,18 @@ def _forbidden_page(ctx):
 def _logged_in_navigation(ctx):
     lang, actor = ctx.lang, ctx.actor
     pages = []
-    for i, (path, title, icon, permission) in enumerate(PAGES):
+    for path, title, icon, permission in PAGES:
         stem = _url_path(path)
         if permission is None or actor.can(permission):
-            # The default page is served at "/" and still answers at its own name (/labels).
-            pages.append(st.Page(path, title=t(title, lang), icon=icon, url_path=stem, default=i == 0))
+            pages.append(st.Page(path, title=t(title, lang), icon=icon, url_path=stem))
         else:             # a bookmark of a page this role may not use: say so, in the user's language
             pages.append(st.Page(_forbidden_page(ctx), title=t(title, lang), url_path=stem, visibility="hidden"))
+    # Streamlit serves the default page at "/" only: had the Labels page been the default, a reload or
+    # bookmark of /labels would answer with Streamlit's English "Page not found". The default is a
+    # hidden page that draws the first page's file at "/", and the first page keeps its own address.
+    path, title, icon, _ = PAGES[0]
+    pages.insert(0, st.Page(path, title=t(title, lang), icon=icon, url_path="start", default=True,
+                            visibility="hidden"))
     return st.navigation(pages)
 
 
@@ -144,19 +149,54 @@ def _sidebar(ctx) -> None:
             log_out(ctx.store)
 
 
+def _language_chosen() -> None:
+    st.session_state["lang_chosen"] = True
+
+
+def _save_language(ctx, lang: str) -> None:
+    from core.users import set_language
+
+    try:
+        set_language(ctx.store, ctx.actor, lang)
+    except UserError as err:     # e.g. a read-only data home: the choice still holds for this session
+        st.sidebar.caption(err.message(lang))
+
+
+def _sync_language(ctx) -> None:
+    """Each user's language is kept in their account row, so a reload or a new tab (a new Streamlit
+    session) starts in it; a choice made on the login page of this session wins and is saved."""
+    from core.users import preferred_language
+
+    if ctx.actor is None or st.session_state.get("lang_user") == ctx.actor.username:
+        return
+    st.session_state["lang_user"] = ctx.actor.username
+    if st.session_state.pop("lang_chosen", False):
+        _save_language(ctx, ctx.lang)
+        return
+    stored = preferred_language(ctx.store, ctx.actor.username)
+    if stored:
+        st.session_state["lang"] = stored
+    ctx.lang = stored or ctx.lang
+
+
 def main() -> None:
     from pages.ui import current_lang, page_context
 
     st.set_page_config(page_title="sgcl-studio", page_icon=":material/category:", layout="wide")
     check_page_files()
-    lang = st.sidebar.selectbox(t("app.language", current_lang()), LANGS, index=LANGS.index(current_lang()),
-                                format_func=lambda code: {"ja": "日本語", "en": "English"}[code], key="lang")
     try:
         ctx = page_context(require_login=False)
         _start_once(str(ctx.store.home))
     except UserError as err:      # e.g. the data home is on a network file system, or the disk is full
-        st.error(t_markdown("app.start_failed", lang, reason=err.message(lang)))
+        st.error(t_markdown("app.start_failed", current_lang(), reason=err.message(current_lang())))
         st.stop()
+    _sync_language(ctx)
+    lang = st.sidebar.selectbox(t("app.language", current_lang()), LANGS, index=LANGS.index(current_lang()),
+                                format_func=lambda code: {"ja": "日本語", "en": "English"}[code], key="lang",
+                                on_change=_language_chosen)
+    if ctx.actor is not None and st.session_state.pop("lang_chosen", False):
+        _save_language(ctx, lang)
+    ctx.lang = lang
     if ctx.actor is None:
         page = _logged_out_navigation(ctx)
     else:

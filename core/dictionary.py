@@ -80,6 +80,8 @@ class Profile:
     dictionary: bool             # meanings came (also) from JMdict, not only from English text
     written_as: frozenset[str]   # kanji spellings of a kana name (くるま → 車)
     kana_only: bool
+    readings: frozenset[str] = frozenset()   # katakana readings of the name (JMdict, else the analyser)
+    kanji: frozenset[str] = frozenset()      # the kanji the name is written with
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class DictLink:
     name: str
     canonical: str
     status: str
-    kind: str                    # "reading" (くるま → 車) or "meaning" (くるま ↔ 自動車)
+    kind: str                    # "reading" (くるま → 車), "spelling" (マダラ模様 ~ 斑模様) or "meaning" (くるま ↔ 自動車)
     evidence: tuple[str, ...]    # the kanji spelling, or the shared English meanings
 
     def describe(self, lang: str) -> str:
@@ -96,6 +98,11 @@ class DictLink:
 
         if self.kind == "reading":
             return t("dict.link_reading", lang, name=self.name, written=self.evidence[0])
+        if self.kind == "distinct":
+            return t("dict.link_distinct", lang, name=self.name, canonical=self.canonical, en=self.evidence[0],
+                     meanings=", ".join(self.evidence[1:]))
+        if self.kind == "spelling":
+            return t("dict.link_spelling", lang, name=self.name, reading=self.evidence[0])
         return t("dict.link_meaning", lang, name=self.name, meanings=", ".join(self.evidence))
 
 
@@ -278,6 +285,8 @@ def term_hint(text: str) -> TermHint | None:
 def profile(*texts: str) -> Profile:
     """The meaning profile of a label from its name, canonical term and English gloss (any order)."""
     surfaces, meanings, written = set(), set(), set()
+    readings: set[str] = set()
+    kanji: frozenset[str] = frozenset()
     from_dictionary = False
     kana_only = False
     for i, raw in enumerate(t for t in texts if t):
@@ -300,7 +309,29 @@ def profile(*texts: str) -> Profile:
                 from_dictionary = from_dictionary or bool(keys)
             if _kana_only(norm):
                 written.update(k for k in word.kanji if k != norm)
-    return Profile(frozenset(surfaces), frozenset(meanings), from_dictionary, frozenset(written), kana_only)
+            if i == 0:
+                readings.update(hira2kata(k) for k in word.kana)
+        if i == 0:
+            kanji = frozenset(c for c in norm if _is_kanji(c))
+            readings.add(_reading(norm))
+    return Profile(frozenset(surfaces), frozenset(meanings), from_dictionary, frozenset(written), kana_only,
+                   frozenset(r for r in readings if r), kanji)
+
+
+def _is_kanji(ch: str) -> bool:
+    return 0x3400 <= ord(ch) <= 0x9FFF or 0xF900 <= ord(ch) <= 0xFAFF or ch == "々"
+
+
+def _reading(norm: str) -> str:
+    """The analyser's katakana reading (kana stays as written): マダラ模様 → マダラモヨウ."""
+    if _kana_only(norm):
+        return hira2kata(norm)
+    try:
+        from glossary import analyzer
+
+        return analyzer.reading_key(norm) or ""
+    except Exception:   # no analyser: readings come from the dictionary alone
+        return ""
 
 
 def link(a: Profile, b: Profile) -> tuple[str, tuple[str, ...]] | None:
@@ -310,6 +341,14 @@ def link(a: Profile, b: Profile) -> tuple[str, tuple[str, ...]] | None:
             shared = sorted(x.written_as & y.surfaces)
             if shared:
                 return "reading", (shared[0],)
+    for x, y in ((a, b), (b, a)):
+        # The same word with part of it written in kana (マダラ模様 ~ 斑模様, both マダラモヨウ): the
+        # kanji of one are a proper subset of the other's, so homophones (掛け/欠け) never link.
+        # Kana-only names are the "reading" case above (JMdict must know the spelling: ムラ is not 村).
+        if x.kanji and x.kanji < y.kanji and not (x.surfaces & y.surfaces):
+            shared = sorted(x.readings & y.readings)
+            if shared:
+                return "spelling", (shared[0],)
     if a.dictionary or b.dictionary:      # two English names alone: the glossary decides
         shared = sorted(a.meanings & b.meanings)
         if shared:
@@ -324,8 +363,8 @@ def label_profile(label: dict) -> Profile:
 def label_links(store, label_or_name: int | str, statuses: Iterable[str] = ("proposed", "approved", "trained"),
                 limit: int = 8) -> list[DictLink]:
     """Labels (of ``statuses``) that the dictionary says may mean what this label (an id) or this
-    name being typed means. A label is never linked to itself, nor to a label whose glossary entry is
-    declared ``distinct_from`` its own."""
+    name being typed means. A label is never linked to itself; a label whose glossary entry is
+    declared ``distinct_from`` its own comes back as kind ``"distinct"`` (a note, never a merge)."""
     from core.glossary_store import load_glossary
     from core.labels import get_label, list_labels
 
@@ -351,12 +390,18 @@ def label_links(store, label_or_name: int | str, statuses: Iterable[str] = ("pro
     for other in others:
         if other["id"] == my_id or (my_entry and other["entry_id"] == my_entry):
             continue
-        if my_entry and other["entry_id"] and frozenset((my_entry, other["entry_id"])) in distinct:
-            continue
+        kept_apart = bool(my_entry and other["entry_id"] and frozenset((my_entry, other["entry_id"])) in distinct)
         found = link(mine, label_profile(other))
         if found:
             kind, evidence = found
+            if kept_apart:
+                # The glossary keeps these apart on purpose (scratch = 傷, すり傷 = 擦り傷 "scuff"), though
+                # the dictionary glosses both alike: say so, so a colleague in the other language picks
+                # the term they mean instead of unknowingly starting a second class.
+                other_entry = glossary.get(other["entry_id"])
+                kind, evidence = "distinct", (other_entry.en if other_entry and other_entry.en else other["canonical"],
+                                              *evidence)
             out.append(DictLink(int(other["id"]), other["name"], other.get("canonical") or other["name"],
                                 other["status"], kind, evidence))
-    out.sort(key=lambda l: (l.kind != "reading", -len(l.evidence), l.label_id))
+    out.sort(key=lambda l: (l.kind == "distinct", l.kind not in ("reading", "spelling"), -len(l.evidence), l.label_id))
     return out[:limit]

@@ -18,7 +18,7 @@ from core.store import Store, now_iso
 from glossary import Glossary, GlossaryCSVError, GlossaryEntry, GlossaryError
 from glossary.model import validate_entry
 
-_FIELDS = ("canonical", "reading", "en", "embed_text", "aliases", "distinct_from", "notes", "status")
+_FIELDS = ("canonical", "reading", "en", "embed_text", "aliases", "distinct_from", "notes", "notes_ja", "status")
 _cache_lock = threading.Lock()
 _cache: dict[str, tuple[int, Glossary]] = {}
 
@@ -28,7 +28,7 @@ def _entry_from_row(row: dict) -> GlossaryEntry:
         id=row["id"], canonical=row["canonical"], reading=row["reading"], en=row["en"],
         embed_text=row["embed_text"], aliases=[a for a in row["aliases"].split("|") if a],
         distinct_from=[d for d in row["distinct_from"].split("|") if d], notes=row["notes"],
-        status=row["status"],
+        notes_ja=row.get("notes_ja") or "", status=row["status"],
     )
 
 
@@ -37,7 +37,7 @@ def _row_from_entry(entry: GlossaryEntry) -> dict:
         "id": entry.id, "canonical": entry.canonical, "reading": entry.reading or "", "en": entry.en or "",
         "embed_text": entry.embed_text or "", "aliases": "|".join(entry.aliases),
         "distinct_from": "|".join(entry.distinct_from), "notes": entry.notes or "",
-        "status": entry.status or "approved",
+        "notes_ja": entry.notes_ja or "", "status": entry.status or "approved",
     }
 
 
@@ -62,6 +62,7 @@ def seed_if_empty(store: Store) -> int:
 
     with store.transaction():
         if store.query_one("SELECT 1 AS x FROM glossary_entries LIMIT 1"):
+            _fill_starter_notes_ja(store)
             return 0
         starter = Glossary.from_csv(starter_path())
         for entry in starter.entries:
@@ -70,6 +71,32 @@ def seed_if_empty(store: Store) -> int:
         _bump_revision(store)
         store.audit("system", "glossary.seed", "glossary", None, entries=len(starter.entries))
         return len(starter.entries)
+
+
+_notes_filled: set[str] = set()
+
+
+def _fill_starter_notes_ja(store: Store) -> None:
+    """A data home seeded before notes had a Japanese column gets the starter's Japanese notes, for the
+    entries whose English note is still the starter's (an edited entry is left as its editor left it).
+    Once per data home and process."""
+    from glossary import starter_path
+
+    if str(store.path) in _notes_filled:
+        return
+    _notes_filled.add(str(store.path))
+    if not store.query_one("SELECT 1 AS x FROM glossary_entries WHERE notes_ja = '' AND notes != '' LIMIT 1"):
+        return
+    starter = {e.id: e for e in Glossary.from_csv(starter_path()).entries}
+    filled = 0
+    for row in store.query("SELECT id, notes FROM glossary_entries WHERE notes_ja = '' AND notes != ''"):
+        entry = starter.get(row["id"])
+        if entry is not None and entry.notes_ja and entry.notes == row["notes"]:
+            store.execute("UPDATE glossary_entries SET notes_ja = ? WHERE id = ?", (entry.notes_ja, row["id"]))
+            filled += 1
+    if filled:
+        _bump_revision(store)
+        store.audit("system", "glossary.notes_ja", "glossary", None, entries=filled)
 
 
 def load_glossary(store: Store) -> Glossary:
@@ -118,7 +145,7 @@ def clean_entry(entry: GlossaryEntry) -> GlossaryEntry:
         reading=clean_short(entry.reading, "reading"), en=clean_short(entry.en, "en"),
         embed_text=clean_short(entry.embed_text, "embed_text"), aliases=items(entry.aliases, "alias"),
         distinct_from=items(entry.distinct_from, "distinct_from"), notes=clean_note(entry.notes),
-        status=(entry.status or "approved").strip())
+        notes_ja=clean_note(entry.notes_ja, "notes_ja"), status=(entry.status or "approved").strip())
 
 
 def _refuse_taken_forms(store: Store, entry: GlossaryEntry) -> None:

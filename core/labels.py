@@ -95,9 +95,27 @@ def _find_duplicate(store: Store, name_key: str, entry_id: str | None, exclude_i
     return rows[0] if rows else None
 
 
+def alias_owner(store: Store, name: str, exclude_id: int | None = None) -> dict | None:
+    """The active label that has ``name`` as an alias (a reviewer's 亀甲割れ on ヒビ割れ), or None."""
+    key = basic_key(normalize_chars(name or ""))
+    if not key:
+        return None
+    marks = ",".join("?" * len(ACTIVE))
+    for row in store.query(
+            f"SELECT a.text, a.label_id FROM label_aliases a JOIN labels l ON l.id = a.label_id "
+            f"WHERE l.status IN ({marks}) AND l.id IS NOT ? ORDER BY a.id", (*ACTIVE, exclude_id)):
+        if basic_key(row["text"]) == key:
+            return get_label(store, row["label_id"])
+    return None
+
+
 def _refuse_duplicate(store: Store, name: str, entry_id: str | None, exclude_id: int | None = None) -> None:
     dup = _find_duplicate(store, basic_key(name), entry_id, exclude_id)
     if dup is None:
+        owner = alias_owner(store, name, exclude_id)
+        if owner is not None:   # an alias a reviewer attached names that label: no second class for it
+            raise UserError("labels.duplicate_alias", name=name, existing=owner["name"], id=owner["id"],
+                            status=owner["status"])
         return
     if dup["name_key"] == basic_key(name):
         raise UserError("labels.duplicate", name=name, existing=dup["name"], id=dup["id"], status=dup["status"])
@@ -297,9 +315,30 @@ def add_alias(store: Store, actor: Actor, label_id: int, text: str) -> dict:
         label = get_label(store, label_id)
         existing = {basic_key(a["text"]) for a in aliases(store, label_id)} | {label["name_key"]}
         if basic_key(text) not in existing:
+            owner = alias_owner(store, text, exclude_id=label_id)
+            if owner is not None:
+                raise UserError("labels.duplicate_alias", name=text, existing=owner["name"], id=owner["id"],
+                                status=owner["status"])
             _add_alias_row(store, actor, label_id, text)
-            store.audit(actor.username, "label.alias", "label", label_id, alias=text)
+            added = _alias_into_glossary(store, actor, label, text)
+            store.audit(actor.username, "label.alias", "label", label_id, alias=text, glossary=added)
     return get_label(store, label_id)
+
+
+def _alias_into_glossary(store: Store, actor: Actor, label: dict, text: str) -> bool:
+    """A reviewer's alias that means nothing in the glossary yet becomes a form of the label's entry, so
+    typing it later resolves to this label's term (and a proposal of it is refused as a duplicate).
+    An expert's alias stays on the label only: experts do not edit the glossary."""
+    if not label["entry_id"] or not actor.can("glossary.edit"):
+        return False
+    glossary = load_glossary(store)
+    hit = glossary.lookup(text)
+    entry = glossary.get(label["entry_id"])
+    if entry is None or hit.auto or hit.ambiguous:
+        return False
+    save_entry(store, actor, dataclasses.replace(entry, aliases=[*entry.aliases, text]),
+               expected_version=get_entry_row(store, entry.id)["version"])
+    return True
 
 
 def _add_alias_row(store: Store, actor: Actor, label_id: int, text: str) -> None:

@@ -248,6 +248,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sessions ADD COLUMN user_uid TEXT;
     UPDATE sessions SET user_uid = (SELECT uid FROM users WHERE users.id = sessions.user_id);
     """,
+    # 6: each user's UI language (NULL: not chosen yet), so a reload or a new tab keeps it, and glossary
+    # notes in Japanese beside the English ones (issue 21).
+    """
+    ALTER TABLE users ADD COLUMN lang TEXT;
+    ALTER TABLE glossary_entries ADD COLUMN notes_ja TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

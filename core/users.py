@@ -178,6 +178,23 @@ def reset_password(store: Store, actor: Actor, username: str, password: str) -> 
         store.audit(actor.username, "user.password", "user", username, sessions_ended=ended)
 
 
+def preferred_language(store: Store, username: str) -> str | None:
+    """The UI language this user chose last (None: never chosen, or an account that is gone)."""
+    from core.i18n import LANGS
+
+    row = store.query_one("SELECT lang FROM users WHERE username = ?", (clean_username(username),))
+    return row["lang"] if row and row["lang"] in LANGS else None
+
+
+def set_language(store: Store, actor: Actor, lang: str) -> None:
+    """Remember the logged-in user's own UI language (a preference: anyone may set their own)."""
+    from core.i18n import LANGS
+
+    if lang not in LANGS:
+        raise UserError("err.bad_language", lang=str(lang)[:20], choices=", ".join(LANGS))
+    store.execute("UPDATE users SET lang = ? WHERE username = ?", (lang, actor.username))
+
+
 def _anonymous_rows_left(store: Store) -> bool:
     """Whether the current window still takes audit rows that no account bounds."""
     since = (datetime.now(timezone.utc) - timedelta(seconds=ANONYMOUS_FAIL_WINDOW_SECONDS)).isoformat(

@@ -1,7 +1,7 @@
 """CSV import/export of glossary entries (Excel-friendly, lossless round trip).
 
-Columns, in this order: ``id, canonical, reading, en, embed_text, aliases, distinct_from, notes,
-status``; ``aliases`` and ``distinct_from`` are ``|``-separated. Files are read as UTF-8 with or
+Columns, in this order: ``id, canonical, reading, en, embed_text, aliases, distinct_from, notes (English),
+status, notes_ja`` (the note in Japanese; optional); ``aliases`` and ``distinct_from`` are ``|``-separated. Files are read as UTF-8 with or
 without a BOM (Excel's "CSV UTF-8" writes one) and written with a BOM when written to a path.
 Every problem raises ``GlossaryCSVError`` naming the data row, the line and the column.
 
@@ -23,9 +23,11 @@ from .model import STATUSES, GlossaryCSVError, GlossaryEntry, GlossaryError, val
 __all__ = ["COLUMNS", "REQUIRED", "read_csv", "write_csv", "starter_path"]
 
 COLUMNS = ("id", "canonical", "reading", "en", "embed_text", "aliases", "distinct_from", "notes", "status")
+EXTRA_COLUMNS = ("notes_ja",)   # added later: optional on import, always written on export
+ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
 REQUIRED = ("id", "canonical")
 _LIST_COLUMNS = ("aliases", "distinct_from")
-_VERBATIM = ("embed_text", "notes")   # kept exactly as written; every other cell is trimmed
+_VERBATIM = ("embed_text", "notes", "notes_ja")   # kept exactly as written; every other cell is trimmed
 PROGRESS_EVERY = 500
 
 
@@ -82,8 +84,8 @@ def read_csv(src: "str | os.PathLike | IO", *, max_rows: int | None = None,
             raise GlossaryCSVError(f"missing required column '{name}' (columns: {', '.join(COLUMNS)})",
                                    row=0, line=1, field=name, code="missing_column")
     for i, name in enumerate(names):
-        if name not in COLUMNS:
-            raise GlossaryCSVError(f"unknown column '{header[i]}' (allowed: {', '.join(COLUMNS)})",
+        if name not in ALL_COLUMNS:
+            raise GlossaryCSVError(f"unknown column '{header[i]}' (allowed: {', '.join(ALL_COLUMNS)})",
                                    row=0, line=1, field=header[i], code="unknown_column")
         if names.index(name) != i:
             raise GlossaryCSVError(f"column '{name}' appears twice", row=0, line=1, field=name,
@@ -106,18 +108,16 @@ def read_csv(src: "str | os.PathLike | IO", *, max_rows: int | None = None,
         row_no += 1
         if not any(c.strip() for c in cells):
             continue  # blank line or an Excel row of empty cells
-        if max_rows is not None and len(entries) >= max_rows:
-            raise GlossaryCSVError(f"more than {max_rows} entries (the import limit)", row=row_no,
-                                   line=start_line, code="too_many_rows", value=str(max_rows))
-        if progress is not None and row_no % PROGRESS_EVERY == 0:
-            progress(row_no)
+        if len(cells) < len(names) and all(n in EXTRA_COLUMNS for n in names[len(cells):]):
+            cells = [*cells, *[""] * (len(names) - len(cells))]   # a row written before notes_ja existed
+PROGRESS_EVERY = 500
         if len(cells) != len(names):
             raise GlossaryCSVError(f"expected {len(names)} fields, found {len(cells)} "
                                    "(a comma inside a value must be quoted)",
                                    row=row_no, line=start_line, code="field_count")
         rec = dict(zip(names, (unescape_cell(c) for c in cells)))
         values: dict = {}
-        for name in COLUMNS:
+        for name in ALL_COLUMNS:
             cell = rec.get(name, "")
             if name in _LIST_COLUMNS:
                 values[name] = _split(cell)
@@ -153,7 +153,7 @@ def read_csv(src: "str | os.PathLike | IO", *, max_rows: int | None = None,
 def _row(entry: GlossaryEntry) -> list[str]:
     return [entry.id, entry.canonical, entry.reading or "", entry.en or "", entry.embed_text or "",
             "|".join(entry.aliases), "|".join(entry.distinct_from), entry.notes or "",
-            entry.status or "approved"]
+            entry.status or "approved", entry.notes_ja or ""]
 
 
 def write_csv(entries: Iterable[GlossaryEntry], dest: "str | os.PathLike | IO | None" = None) -> str | None:
@@ -164,7 +164,7 @@ def write_csv(entries: Iterable[GlossaryEntry], dest: "str | os.PathLike | IO | 
     """
     buf = io.StringIO(newline="")
     writer = SafeWriter(buf, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(ALL_COLUMNS)
     for entry in entries:
         writer.writerow(_row(entry))
     text = buf.getvalue()

@@ -27,6 +27,10 @@ __all__ = ["Glossary"]
 log = logging.getLogger(__name__)
 
 MAX_SUGGESTIONS = 8
+# Standard 異体字 pairs (JIS X 0213:2004 forms → the forms most text uses). The glossary adds its own
+# groups: single kanji listed as forms of one entry (傷/疵/瑕, 錆/銹) are variants inside compounds too.
+KANJI_VARIANTS = {"剝": "剥", "塡": "填", "頰": "頬", "嚙": "噛", "𠮟": "叱", "瘦": "痩", "搔": "掻",
+                  "醬": "醤", "摑": "掴", "鷗": "鴎", "螢": "蛍", "篭": "籠", "龍": "竜"}
 READING_MIN_KANJI_ONLY = 3   # see the reading~ comment in Glossary._suggestions
 
 
@@ -94,7 +98,7 @@ def _clean(entry: GlossaryEntry) -> GlossaryEntry:
     return GlossaryEntry(
         id=strip(entry.id), canonical=strip(entry.canonical), reading=strip(entry.reading),
         en=strip(entry.en), embed_text=entry.embed_text or "", aliases=_clean_list(entry.aliases),
-        distinct_from=_clean_list(entry.distinct_from), notes=entry.notes or "",
+        distinct_from=_clean_list(entry.distinct_from), notes=entry.notes or "", notes_ja=entry.notes_ja or "",
         status=strip(entry.status) or "approved")
 
 
@@ -277,6 +281,8 @@ class Glossary:
         typo_en: dict[str, list[tuple[str, str, str]]] = {}
         typo_kana: dict[str, list[tuple[str, str, str]]] = {}
         kanji_index: dict[str, set[str]] = {}   # forms written with kanji (containment in compounds)
+        self._variant_fold = self._kanji_variant_groups()
+        variant_ix: dict[str, dict[str, list[str]]] = {}   # compounds by their variant-folded spelling
         blocked: dict[str, set[str]] = {}
         distinct: set[frozenset[str]] = set()
 
@@ -291,6 +297,8 @@ class Glossary:
             kanji_forms = [k.norm for _, k in keyed if any(_is_kanji(c) for c in k.norm)]
             for f in kanji_forms:
                 kanji_index.setdefault(f, set()).add(eid)
+                if len(f) >= 2:
+                    variant_ix.setdefault(self._variant_key(f), {}).setdefault(eid, []).append(f)
             for form, k in keyed:
                 if not k.norm:
                     continue
@@ -333,8 +341,35 @@ class Glossary:
         self._typo_en = typo_en
         self._typo_kana = typo_kana
         self._kanji_forms = sorted((f, frozenset(ids)) for f, ids in kanji_index.items())
+        self._variant_ix = variant_ix
         self._blocked = blocked
         self._distinct = distinct
+
+    def _kanji_variant_groups(self) -> dict[str, str]:
+        """kanji → the spelling it folds to in compounds: the standard pairs plus, per live entry, its
+        single-kanji forms (傷, 疵, 瑕 of 傷 fold to 傷). A kanji two entries claim folds nowhere."""
+        fold = dict(KANJI_VARIANTS)
+        claimed: dict[str, set[str]] = {}
+        for e in self._entries:
+            if e.status == "deprecated":
+                continue
+            singles = [f for f in dict.fromkeys(normalize_chars(x) for x in e.forms) if len(f) == 1 and _is_kanji(f)]
+            if len(singles) < 2:
+                continue
+            head = normalize_chars(e.canonical) if normalize_chars(e.canonical) in singles else singles[0]
+            for k in singles:
+                claimed.setdefault(k, set()).add(head)
+        for k, heads in claimed.items():
+            if len(heads) == 1 and k not in fold:
+                fold[k] = next(iter(heads))
+        return fold
+
+    def variant_key(self, text: str) -> str:
+        """``text`` with variant kanji folded (ピット疵 → ピット傷): how compounds are compared."""
+        return self._variant_key(normalize_chars(text))
+
+    def _variant_key(self, norm: str) -> str:
+        return "".join(self._variant_fold.get(c, c) for c in norm)
 
     def _user_dictionary(self) -> "analyzer.UserDictionary | None":
         if not self._ud_done:
@@ -426,7 +461,7 @@ class Glossary:
         seen = {s.entry_id for s in suggestions}
         suggestions += [s for s in retired if s.entry_id not in seen]
         result.suggestions = suggestions[:MAX_SUGGESTIONS]
-        if result.suggestions and result.suggestions[0].tier in ("reading~", "contains", "typo"):
+        if result.suggestions and result.suggestions[0].tier in ("variant", "reading~", "contains", "typo"):
             result.tier = result.suggestions[0].tier
         return result
 
@@ -439,6 +474,14 @@ class Glossary:
             if eid not in seen and self._by_id[eid].status != "deprecated":
                 seen.add(eid)
                 out.append(self._suggest(eid, tier, score, reason))
+
+        # variant: the same compound with a variant kanji (ピット傷 ~ ピット疵, 剥がれ跡 ~ 剝がれ跡).
+        if not ascii_q and len(norm) >= 2:
+            hits = self._variant_ix.get(self._variant_key(norm), {})
+            for eid in self._sort_ids(hits):
+                forms = hits[eid]
+                if all(f != norm for f in forms):
+                    push(eid, "variant", 0.95, f"variant kanji of 「{forms[0]}」")
 
         # reading~: same reading, different spelling (mixed kanji/kana input). Never automatic:
         # homophones such as 掛け/欠け, 遺物/異物, 我/割れ, 寂/錆. Input of kanji only with a reading

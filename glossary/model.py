@@ -11,7 +11,8 @@ __all__ = [
 STATUSES = ("draft", "approved", "deprecated")
 # Lookup tiers in the order they are tried (spec §3.1 step 9). The first five may auto-apply.
 # "typo" suggestions are typo-like near misses (glossary/typo.py); "none" means nothing matched.
-TIERS = ("exact", "basic", "kana", "lemma", "reading", "reading~", "contains", "typo", "none")
+# "variant": the same compound written with a variant kanji (ピット傷 / ピット疵), a suggestion.
+TIERS = ("exact", "basic", "kana", "lemma", "reading", "variant", "reading~", "contains", "typo", "none")
 AUTO_TIERS = TIERS[:5]
 
 
@@ -31,8 +32,9 @@ class GlossaryEntry:
     embed_text: str = ""
     aliases: list[str] = field(default_factory=list)
     distinct_from: list[str] = field(default_factory=list)
-    notes: str = ""
+    notes: str = ""          # English
     status: str = "approved"
+    notes_ja: str = ""       # the same note in Japanese (issue 21: notes existed in English only)
 
     @property
     def text_to_embed(self) -> str:

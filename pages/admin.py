@@ -17,6 +17,18 @@ from core.inputs import MAX_PASSWORD, MAX_USERNAME
 from pages.ui import page_context, run_action
 from pages.views import local_time
 
+MB = settings_service.MB
+BYTE_SETTINGS = {k for k in settings_service.SPECS if k.endswith("_bytes")}
+
+
+def mb_to_bytes(typed: str):
+    """"20" or "1.5" (MB) → bytes; anything else goes to the service as typed, which says what is wrong."""
+    try:
+        return round(float(str(typed).strip().replace(",", "")) * MB)
+    except ValueError:
+        return typed
+
+
 ctx = page_context()
 store, me = ctx.store, ctx.actor
 st.title(ctx.t("adm.title"))
@@ -58,8 +70,12 @@ with users_tab:
         if st.form_submit_button(ctx.t("adm.create_submit"), type="primary"):
             created = run_action(ctx, user_service.create_user, store, me, new_username, new_password, new_role)
             if created:
-                st.success(ctx.md("adm.created", username=created["username"]))
+                # kept over the rerun that refreshes the table (a message drawn before st.rerun is lost)
+                st.session_state["adm_created"] = (created["username"], created["role"])
                 st.rerun()
+    if "adm_created" in st.session_state:
+        username, role = st.session_state.pop("adm_created")
+        st.success(ctx.md("adm.created", username=username))
 
     st.subheader(ctx.t("adm.manage"))
     names = [u["username"] for u in accounts]
@@ -109,6 +125,10 @@ with settings_tab:
                 edited[key] = st.selectbox(name, zones, index=zones.index(str(current[key])), key=f"setting_{key}")
             elif spec.kind == "str":
                 edited[key] = st.text_input(name, value=str(current[key]), key=f"setting_{key}")
+            elif key in BYTE_SETTINGS:     # sizes are typed and shown in MB, stored in bytes
+                typed = st.text_input(ctx.t("adm.in_mb", name=name), value=f"{current[key] / MB:g}",
+                                      key=f"setting_{key}", help=ctx.t("adm.default", value=f"{spec.default() / MB:g} MB"))
+                edited[key] = mb_to_bytes(typed)
             else:
                 # Text, not number_input: the service validates and explains out-of-range values in words.
                 edited[key] = st.text_input(name, value=str(current[key]), key=f"setting_{key}",

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from streamlit import config as st_config
 
 from core import dictionary, glossary_store, settings
 from core.i18n import UserError, has
 from glossary import GlossaryEntry, normalize_chars
 from pages.ui import page_context, run_action
+from pages.uploads import localise_uploader
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
@@ -65,8 +67,17 @@ def _entry_form(key: str, row: dict, is_new: bool) -> GlossaryEntry | None:
         en = st.text_input(ctx.t("gp.en"), value=row.get("en", ""), key=k("en"))
         embed_text = st.text_input(ctx.t("gp.embed_text"), value=row.get("embed_text", ""), key=k("embed_text"))
         aliases = st.text_input(ctx.t("gp.aliases"), value=row.get("aliases", ""), key=k("aliases"))
-        distinct = st.text_input(ctx.t("gp.distinct"), value=row.get("distinct_from", ""), key=k("distinct"))
-        notes = st.text_area(ctx.t("gp.notes"), value=row.get("notes", ""), key=k("notes"))
+        # distinct_from holds entry ids and literal forms: entries are picked by name (never shown as
+        # raw ids such as defect.scuff|defect.impact_mark), forms are typed
+        items = [x for x in (row.get("distinct_from") or "").split("|") if x]
+        names = {r["id"]: entry_name(r) for r in rows if r["id"] != row.get("id")}
+        distinct_ids = st.multiselect(ctx.t("gp.distinct_entries"), list(names),
+                                      default=[x for x in items if x in names], key=k("distinct_ids"),
+                                      format_func=lambda i: names[i], placeholder=ctx.t("ui.choose"))
+        distinct = st.text_input(ctx.t("gp.distinct_forms"), value="|".join(x for x in items if x not in names),
+                                 key=k("distinct"))
+        notes_ja = st.text_area(ctx.t("gp.notes_ja"), value=row.get("notes_ja", ""), key=k("notes_ja"))
+        notes = st.text_area(ctx.t("gp.notes_en"), value=row.get("notes", ""), key=k("notes"))
         statuses = ["draft", "approved", "deprecated"]
         status = st.selectbox(ctx.t("gp.status"), statuses, index=statuses.index(row.get("status", "approved")),
                               key=k("status"), format_func=entry_status)
@@ -74,8 +85,8 @@ def _entry_form(key: str, row: dict, is_new: bool) -> GlossaryEntry | None:
             return None
     split = lambda text: [p.strip() for p in text.split("|") if p.strip()]  # noqa: E731
     return GlossaryEntry(id=entry_id.strip(), canonical=canonical.strip(), reading=reading.strip(), en=en.strip(),
-                         embed_text=embed_text.strip(), aliases=split(aliases), distinct_from=split(distinct),
-                         notes=notes, status=status)
+                         embed_text=embed_text.strip(), aliases=split(aliases), distinct_from=[*distinct_ids, *split(distinct)],
+                         notes=notes, notes_ja=notes_ja, status=status)
 
 
 st.subheader(ctx.t("gp.edit"))
@@ -152,6 +163,7 @@ def _import_preview(data: bytes):
     return result
 
 
+localise_uploader("gloss_csv", ctx.lang, st_config.get_option("server.maxUploadSize"), ["csv"])
 if upload is not None:
     data = upload.getvalue()
     preview = _import_preview(data)

@@ -12,10 +12,12 @@ from core.i18n import UserError
 from core import labels as label_service
 
 from pages.ui import md, page_context, run_action
-from pages.uploads import upload_caps
-from pages.views import human_bytes
+from pages.uploads import localise_uploader, upload_caps
+from pages.views import human_bytes, lang_key
 
 PAGE_SIZE = 24
+SPLITS = ("train", "holdout")
+SPLIT_COLOURS = {"train": "#4c78a8", "holdout": "#f58518"}
 GRID_COLUMNS = 6
 
 @st.cache_data(show_spinner=False, max_entries=5000)
@@ -54,17 +56,19 @@ table = pd.DataFrame([{
         "ip.missing_text", train=ready[c["label_id"]].missing_train, holdout=ready[c["label_id"]].missing_holdout),
 } for c in counts])
 long = pd.DataFrame([{"label": c["name"], "split": ctx.t(f"split.{split}"), "n": c[f"n_{split}"]}
-                     for c in counts for split in ("train", "holdout")])
+                     for c in counts for split in SPLITS])
 chart = alt.Chart(long).mark_bar().encode(
     x=alt.X("n:Q", title=ctx.t("ip.count"), axis=alt.Axis(tickMinStep=1, format="d")),  # whole images
     y=alt.Y("label:N", title=ctx.t("ip.label"), sort=None),
-    color=alt.Color("split:N", title=ctx.t("ip.split")),
+    # one colour per split, whatever its translated name sorts as (学習/評価 vs train/holdout)
+    color=alt.Color("split:N", title=ctx.t("ip.split"),
+                    scale=alt.Scale(domain=[ctx.t(f"split.{s}") for s in SPLITS], range=[SPLIT_COLOURS[s] for s in SPLITS])),
     tooltip=[alt.Tooltip("label:N", title=ctx.t("ip.label")), alt.Tooltip("split:N", title=ctx.t("ip.split")),
              alt.Tooltip("n:Q", title=ctx.t("ip.count"))],
 )
-chart_col, table_col = st.columns([3, 2])
-chart_col.altair_chart(chart, width="stretch")
-table_col.dataframe(table, hide_index=True, width="stretch")
+# chart and table one under the other: side by side the table's last column was cut off
+st.altair_chart(chart, width="stretch")
+st.dataframe(table, hide_index=True, width="stretch")
 
 # ---- the frozen-feature cache on disk ----------------------------------------------------------
 usage = feature_cache_usage(store, str(store.home))
@@ -89,7 +93,7 @@ else:
     st.caption(ctx.t("ip.cache_empty" if cached_kind else "ip.cache_unused"))
 
 # ---- one label: readiness and upload -----------------------------------------------------------
-label = st.selectbox(ctx.t("ip.pick"), open_labels, key="img_label",
+label = st.selectbox(ctx.t("ip.pick"), open_labels, key=lang_key("img_label", ctx.lang),
                      format_func=lambda r: f"#{r['id']} {r['name']} ({ctx.t('status.' + r['status'])})")
 label_id = label["id"]
 r = ready.get(label_id) or images.readiness(store, [label_id])[label_id]
@@ -114,6 +118,8 @@ if actor.can("image.upload"):
         ctx.t("ip.upload_zips"), type=list(images.ARCHIVE_EXTENSIONS), accept_multiple_files=True,
         max_upload_size=caps["zip"], key=f"img_upload_zips_{upload_round}",
         help=ctx.t("ip.upload_zips_help", mb=caps["zip"], n=images.setting(store, "upload_max_zip_entries")))
+    localise_uploader(f"img_upload_files_{upload_round}", ctx.lang, caps["image"], images.IMAGE_EXTENSIONS)
+    localise_uploader(f"img_upload_zips_{upload_round}", ctx.lang, caps["zip"], images.ARCHIVE_EXTENSIONS)
     files = [*(picked or []), *(zips or [])]
     if files and st.button(ctx.md("ip.add", name=label["name"]), type="primary", key="img_add"):
         bar = st.progress(0.0)

@@ -4,13 +4,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import dictionary, glossary_store
+from core import dictionary, glossary_store, images
 from core import labels as label_service
 from core.i18n import UserError
 from core.neighbours import neighbour_preview
 from pages.ui import as_markdown, md, page_context, run_action
+from pages.views import lang_key
 
 REVIEW_ACTIONS = ("approve", "reject", "retire")     # buttons, each with its lp.<action> text
+EXAMPLES = 6                                          # example images shown for the label under review
 
 ctx = page_context()
 store, actor = ctx.store, ctx.actor
@@ -45,8 +47,9 @@ if actor.can("label.propose"):
                 by_id = {s.entry_id: s for s in result.suggestions}
                 if by_id:
                     st.info(ctx.t("lp.not_auto_pick"))
-                    picked = st.radio(ctx.t("lp.choice"), [NEW_TERM, *by_id], index=0,
-                                      key=f"propose_choice_{result.normalized}",
+                    choice_key = lang_key(f"propose_choice_{result.normalized}", ctx.lang)
+                    picked = st.radio(ctx.t("lp.choice"), [NEW_TERM, *by_id],
+                                      index=None if choice_key in st.session_state else 0, key=choice_key,
                                       format_func=lambda o: ctx.t("lp.new_term") if o == NEW_TERM
                                       else md(suggestion_text(by_id[o])))
                 else:
@@ -64,6 +67,9 @@ if actor.can("label.propose"):
                                           key=f"propose_en_{result.normalized}")
                 else:
                     chosen_entry = picked
+            owner = label_service.alias_owner(store, name)
+            if owner is not None:     # a reviewer already attached this name to a label
+                st.warning(ctx.md("lp.alias_of", name=name, existing=owner["name"], id=owner["id"]))
             show_dictionary_links(dictionary.label_links(store, name))
             if st.button(ctx.t("lp.submit"), type="primary", key="propose_submit"):
                 extra = {"reading": reading, "en": gloss} if create_entry else {}
@@ -74,9 +80,11 @@ if actor.can("label.propose"):
 
 # ---- list ------------------------------------------------------------------------------------------
 st.subheader(ctx.t("lp.list"))
-statuses = st.multiselect(ctx.t("lp.status_filter"), label_service.STATUSES, default=list(label_service.ACTIVE),
+filter_key = lang_key("status_filter", ctx.lang)     # chips in the current language (issue 21)
+statuses = st.multiselect(ctx.t("lp.status_filter"), label_service.STATUSES,
+                          default=None if filter_key in st.session_state else list(label_service.ACTIVE),
                           placeholder=ctx.t("ui.choose"),
-                          format_func=lambda s: ctx.t(f"status.{s}"), key="status_filter")
+                          format_func=lambda s: ctx.t(f"status.{s}"), key=filter_key)
 rows = label_service.list_labels(store, statuses)
 if rows:
     table = pd.DataFrame([{
@@ -120,6 +128,29 @@ if actor.can("label.review") and active:
     if aliases:
         st.caption(ctx.md("lp.aliases", aliases=", ".join(a["text"] for a in aliases)))
 
+    # What the label's images look like: a name alone does not tell a reviewer what the class is.
+    n_images = images.count_images(store, label["id"])
+    st.markdown(f"**{ctx.t('lp.examples', n=n_images)}**")
+    if n_images:
+        shown = images.list_images(store, label["id"], limit=EXAMPLES)
+        for col, row in zip(st.columns(EXAMPLES), shown):
+            try:
+                col.image(str(images.thumbnail_path(store, row)),
+                          caption=f"#{row['id']} · {ctx.t('split.' + row['split'])}")
+            except OSError:    # the file is gone from the data home: say so, keep reviewing
+                col.caption(f"#{row['id']} ⚠")
+    else:
+        st.caption(ctx.t("lp.no_examples"))
+
+    # An alias is added to the label under review: no picker of its own that could stay on another label.
+    if actor.can("label.alias"):
+        with st.form(f"alias_form_{label['id']}", clear_on_submit=True):
+            alias = st.text_input(ctx.t("lp.alias_for", name=label["name"]), key=f"alias_text_{label['id']}")
+            if st.form_submit_button(ctx.t("lp.alias")) and alias.strip():
+                if run_action(ctx, label_service.add_alias, store, actor, label["id"], alias,
+                              success=ctx.t("lp.alias_added", alias=alias, name=label["name"])):
+                    st.rerun()
+
     # Semantic neighbours and the near-duplicate warning.
     try:
         with st.spinner(ctx.t("lp.neighbours")):
@@ -145,8 +176,8 @@ if actor.can("label.review") and active:
     links = dictionary.label_links(store, int(label["id"]))
     show_dictionary_links(links)
     for link in links:
-        if label["status"] in ("proposed", "approved") and link.status in label_service.ACTIVE and st.button(
-                ctx.md("lp.merge_suggest", name=link.name), key=f"merge_dict_{link.label_id}"):
+from pages.ui import as_markdown, md, page_context, run_action
+from pages.views import lang_key
             if saved(run_action(ctx, label_service.merge, store, actor, label["id"], link.label_id,
                                 expected_version=version, success=ctx.t("lp.done"))):
                 st.rerun()
@@ -185,7 +216,7 @@ if actor.can("label.review") and active:
     with st.form(f"relink_form_{label['id']}"):
         st.markdown(f"**{ctx.t('lp.relink_title')}**")
         target_entry = st.selectbox(
-            ctx.t("lp.relink_target"), choices, key=f"relink_target_{label['id']}",
+            ctx.t("lp.relink_target"), choices, key=lang_key(f"relink_target_{label['id']}", ctx.lang),
             format_func=lambda i: ctx.t("lp.relink_new", name=label["name"]) if i == NEW_TERM
             else entry_text(i))
         hint = dictionary.term_hint(label["name"])
@@ -211,7 +242,8 @@ if actor.can("label.review") and active:
                                     expected_version=version, success=ctx.t("lp.done"))):
                     st.rerun()
 
-if actor.can("label.alias") and active:
+if actor.can("label.alias") and not actor.can("label.review") and active:
+    # Experts, who have no review section: the alias form picks its label itself.
     with st.form("alias_form"):
         target = st.selectbox(ctx.t("lp.pick"), active, format_func=lambda r: f"#{r['id']} {r['name']}")
         alias = st.text_input(ctx.t("lp.alias"))

@@ -9,7 +9,7 @@ import streamlit as st
 from core import images, runs
 from core.prediction import predict_image
 from pages.ui import page_context, run_action
-from pages.uploads import upload_caps
+from pages.uploads import localise_uploader, upload_caps
 from pages.views import encoder_text, method_title, run_text, task_no
 
 ctx = page_context()
@@ -32,6 +32,7 @@ k = st.slider(ctx.t("pr.top_k"), 1, 10, 5, key="pr_k")
 image_cap = upload_caps(store)["image"]
 uploaded = st.file_uploader(ctx.t("pr.upload"), type=list(images.IMAGE_EXTENSIONS), key="pr_upload",
                             max_upload_size=image_cap, help=ctx.t("pr.upload_help", mb=image_cap))
+localise_uploader("pr_upload", ctx.lang, image_cap, images.IMAGE_EXTENSIONS)
 samples = images.holdout_samples(store, [lid for t in done for lid in t["label_ids"]])
 none = {"id": None}
 sample = st.selectbox(ctx.t("pr.sample"), [none] + samples, key="pr_sample",
@@ -67,16 +68,18 @@ if data is not None:
             right.markdown(f"**{ctx.t('pr.results', idx=task_no(result['task']))}**")
         score_col, cosine_col = ctx.t("pr.col.score"), ctx.t("pr.col.cosine")
         table = pd.DataFrame([{
-            ctx.t("pr.col.rank"): rank, ctx.t("pr.col.canonical"): p["canonical"],
+            # the label as the team named it (ヒビ割れ), its glossary term (亀裂) beside it
+            ctx.t("pr.col.rank"): rank, ctx.t("pr.col.name"): p["name"], ctx.t("pr.col.canonical"): p["canonical"],
             ctx.t("pr.col.reading"): p["reading"], ctx.t("pr.col.en"): p["en"], score_col: round(p["score"], 3),
             cosine_col: round(p["cosine"], 3)}
             for rank, p in enumerate(result["predictions"], start=1)])
         if result.get("rejected"):
             # Still shown (the closest classes help an expert decide what the image is), but greyed out.
             table = table.style.set_properties(**{"color": "#888888"})
-        right.dataframe(table, hide_index=True, column_config={
+        # the full width of the page, under the image: in the narrow right column the last column was cut off
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
             score_col: st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f",
                                                        help=ctx.t("pr.col.score_help")),
             cosine_col: st.column_config.NumberColumn(help=ctx.t("pr.col.cosine_help"), format="%.3f")})
         if threshold is not None and not result.get("rejected"):
-            right.caption(ctx.t("pr.accepted_class" if by_class else "pr.accepted", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))
+            st.caption(ctx.t("pr.accepted_class" if by_class else "pr.accepted", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))

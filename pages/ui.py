@@ -135,6 +135,10 @@ def log_in(store: Store, lang: str, username: str, password: str, next_path: str
     from core.users import authenticate
 
     actor = authenticate(store, username, password)
+    if st.session_state.pop("lang_chosen", False):   # picked on the login page: keep it for the account
+        from core.users import set_language
+
+        set_language(store, actor, lang)
     login = sessions.start(store, actor.username, next_path)
     st.session_state[SESSION_KEY] = login.token
     if session_cookie.mounted():

@@ -171,3 +171,22 @@ def local_time(store: Store, iso: str | None, lang: str) -> str:
     """A stored UTC timestamp in the configured zone, for the reader's language ("" for none)."""
     return timefmt.local_time(store, iso, lang) if iso else ""
 
+
+
+def lang_key(key: str, lang: str) -> str:
+    """The widget key ``key`` for UI language ``lang``, with the choice carried over from the other
+    language's widget. The browser keeps a chosen option as its displayed text, so a keyed widget whose
+    option texts are translated kept showing the old language (提案中 after switching to English) or
+    lost the choice; one widget per language shows the new texts and keeps what was chosen.
+    Pass the widget's default only when the returned key is not yet in ``st.session_state``."""
+    import streamlit as st
+
+    from core.i18n import LANGS
+
+    mine = f"{key}@{lang}"
+    if mine not in st.session_state:
+        for other in (f"{key}@{code}" for code in LANGS if code != lang):
+            if other in st.session_state:
+                st.session_state[mine] = st.session_state[other]
+                break
+    return mine

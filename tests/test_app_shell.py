@@ -134,3 +134,50 @@ def test_an_expert_does_not_get_the_admin_pages_in_the_menu(app_home):
     at = _log_in(_app(), "eri", "an expert pass phrase")
     with pytest.raises(ValueError):                        # registered only as a hidden refusal page
         at.switch_page("pages/admin.py")
+
+
+def test_every_page_answers_at_its_own_address_when_logged_in(app_home, monkeypatch):
+    """Issue 21 point 4: a reload or bookmark of /labels while logged in showed Streamlit's English
+    "Page not found": the Labels page was the default page, which Streamlit serves only at "/"."""
+    import re
+
+    import streamlit as st
+
+    # the page files app.PAGES lists (importing app.py would build its ASGI app)
+    stems = set(re.findall(r'\("pages/(\w+)\.py"', (REPO / "app.py").read_text(encoding="utf-8")))
+    seen = {}
+    real = st.navigation
+
+    def spy(pages, *a, **k):
+        seen["pages"] = pages
+        return real(pages, *a, **k)
+
+    monkeypatch.setattr(st, "navigation", spy)
+    at = _log_in(_app())
+    assert at.title[0].value == "Labels"                   # "/" still opens the Labels page
+    paths = {p.url_path for p in seen["pages"]}
+    assert len(stems) == 9 and stems <= paths, paths
+
+
+def test_the_language_is_kept_for_the_user_across_reloads_and_new_tabs(app_home):
+    """Issue 21 point 4: the language choice was lost on every reload or new tab."""
+    # no language set by the test: a session starts in the default (Japanese) until the user picks one
+    at = _log_in(AppTest.from_file(str(REPO / "app.py"), default_timeout=90))
+    assert at.title[0].value == "ラベル"
+    at.selectbox(key="lang").set_value("en").run()
+    assert not at.exception and at.title[0].value == "Labels"
+    assert users.preferred_language(Store(app_home), "admin") == "en"
+    # a reload / new tab is a new Streamlit session: the same login (cookie), no language in the session
+    tab = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
+    tab.session_state[SESSION_KEY] = at.session_state[SESSION_KEY]
+    tab.run()
+    assert not tab.exception, tab.exception
+    assert tab.title[0].value == "Labels" and tab.selectbox(key="lang").value == "en"
+    tab.selectbox(key="lang").set_value("ja").run()
+    assert tab.title[0].value == "ラベル" and users.preferred_language(Store(app_home), "admin") == "ja"
+    # a choice made on the login page is kept for the account
+    fresh = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
+    fresh.run()
+    fresh.selectbox(key="lang").set_value("en").run()
+    _log_in(fresh)
+    assert users.preferred_language(Store(app_home), "admin") == "en"

@@ -21,7 +21,7 @@ def _g():
 
 def test_columns_are_exact():
     text = _g().to_csv()
-    assert text.splitlines()[0] == "id,canonical,reading,en,embed_text,aliases,distinct_from,notes,status"
+    assert text.splitlines()[0] == "id,canonical,reading,en,embed_text,aliases,distinct_from,notes,status,notes_ja"
 
 
 def test_round_trip_is_lossless_via_text():

@@ -88,3 +88,34 @@ def test_the_time_zone_is_chosen_from_the_iana_names_with_the_current_one_select
     store = Store(home[0])
     assert settings.get(store, "timezone") == "Europe/Berlin"
     assert store.audit_rows("setting", "timezone")[-1]["details"] == {"before": "Asia/Tokyo", "after": "Europe/Berlin"}
+
+
+def test_upload_limits_are_shown_and_typed_in_megabytes(home):
+    """Issue 21 point 5: the settings showed raw byte counts (20971520)."""
+    at = _admin_page(home, "en")
+    box = at.text_input(key="setting_upload_max_bytes")
+    assert box.value == "20" and "(MB)" in box.label
+    assert at.text_input(key="setting_upload_max_zip_bytes").value == "1024"
+    box.input("30")
+    at.button[[b.label for b in at.button].index("Save settings")].click().run()
+    assert not at.exception, at.exception
+    store = Store(home[0])
+    assert settings.get(store, "upload_max_bytes") == 30 * settings.MB
+    assert settings.get(store, "upload_max_zip_bytes") == 1024 * settings.MB     # untouched
+    at.text_input(key="setting_upload_max_bytes").input("lots")
+    at.button[[b.label for b in at.button].index("Save settings")].click().run()
+    assert at.error and settings.get(store, "upload_max_bytes") == 30 * settings.MB
+
+
+@pytest.mark.parametrize("lang, text", [("en", "Created user 'mio'"), ("ja", "ユーザー「mio」を作成しました")])
+def test_creating_a_user_says_so(home, lang, text):
+    """Issue 21 point 5: a new account appeared in the table without a word (the message was drawn
+    before the rerun that refreshes the table, and so never shown)."""
+    at = _admin_page(home, lang)
+    at.text_input(key="new_username").input("mio")
+    at.text_input(key="new_password").input("a long pass phrase 4 tests")
+    [submit] = [b for b in at.button if b.label in ("Create", "作成")]
+    submit.click().run()
+    assert not at.exception, at.exception
+    assert any(text in s.value for s in at.success), [s.value for s in at.success]
+    assert "mio" in set(_accounts(at).index)

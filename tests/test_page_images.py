@@ -72,7 +72,7 @@ def test_reviewer_moves_and_deletes_with_audit(tmp_path):
     at = _page(tmp_path, Actor("rei", "reviewer"), lang="en")
     at.run()
     assert not at.exception
-    assert [o for o in at.selectbox(key="img_label").options if "old" in o] == []   # retired: no uploads
+    assert [o for o in at.selectbox(key="img_label@en").options if "old" in o] == []   # retired: no uploads
     assert (tmp_path / "cache" / "thumbs").is_dir() and len(list((tmp_path / "cache" / "thumbs").iterdir())) == 3
     at.checkbox(key=f"img_sel_{a.image_id}").check().run()
     assert at.selectbox(key="img_move_target").options == ["#2 dog"]   # open labels other than this one
@@ -200,3 +200,29 @@ def test_page_says_when_the_encoder_caches_no_features(tmp_path, monkeypatch):
     assert not at.exception
     assert any("caches no image features" in c.value for c in at.caption)
     assert not any("still empty" in c.value for c in at.caption)
+
+
+def test_train_and_holdout_keep_their_colours_in_both_languages_and_the_table_is_not_squeezed(tmp_path):
+    """Issue 21 point 5: the colours were assigned by the translated names' sort order, so train and
+    holdout swapped colours between Japanese (学習/評価) and English; the table beside the chart had its
+    last column cut off."""
+    import json
+
+    store = Store(tmp_path)
+    cat = make_label(store, "cat")
+    images.ingest_uploads(store, Actor("eri", "expert"), cat, [(f"{i}.jpg", jpeg(i)) for i in range(4)])
+    colours = {}
+    for lang in ("ja", "en"):
+        at = _page(tmp_path, Actor("eri", "expert"), lang=lang)
+        at.run()
+        assert not at.exception
+        [chart] = at.get("vega_lite_chart")
+        scale = json.loads(chart.proto.spec)["encoding"]["color"]["scale"]
+        names = scale["domain"]
+        colours[lang] = dict(zip(["train", "holdout"], scale["range"]))
+        from core.i18n import t
+        assert names == [t("split.train", lang), t("split.holdout", lang)]
+        # the counts table sits in the main area at full width, not in a narrow column
+        main_types = [type(n).__name__ for n in at.main.children.values()]
+        assert "Dataframe" in main_types, main_types
+    assert colours["ja"] == colours["en"]

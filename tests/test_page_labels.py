@@ -98,7 +98,7 @@ def test_reviewer_relinks_a_wrong_match_with_version_check(tmp_path):
     at.run()
     assert not at.exception
     assert any("Current term: 浮き" in c.value for c in at.caption)
-    target = at.selectbox(key=f"relink_target_{label['id']}")
+    target = at.selectbox(key=f"relink_target_{label['id']}@en")
     assert target.value == "__new__"                         # the default is a new term from the name
     labels.rename(store, REVIEWER, label["id"], "飛行機", keep_entry=True)     # someone else saves first
     [b for b in at.button if b.label == "Change term"][0].click().run()
@@ -173,3 +173,95 @@ def test_similarity_heatmap_labels_every_row_of_60_labels_without_clipping(tmp_p
     assert heat["height"] / 60 >= 14 and heat["width"] == heat["height"]   # a readable row each
     assert heat["autosize"]["type"] == "pad"            # names and legend come on top of the cells' size
     assert heat["encoding"]["color"]["title"] == "類似度"                  # the legend in the user's language
+
+
+def test_review_shows_the_labels_example_images_and_the_alias_goes_to_the_reviewed_label(tmp_path):
+    """Issue 21 point 3: no example images on the review; the alias form had its own picker, which
+    stayed on #1 while the reviewer reviewed #2, so the alias landed on the wrong label."""
+    from core import images
+    from test_worker import class_image
+
+    store = _home(tmp_path)
+    first = labels.propose(store, EXPERT, "傷")
+    second = labels.propose(store, EXPERT, "ヒビ割れ")
+    files = [(f"crack-{i}.png", class_image("cat", i)) for i in range(3)]
+    assert all(r.status == "added" for r in images.ingest_uploads(store, REVIEWER, second["id"], files))
+    at = _page("labels.py", tmp_path, REVIEWER, lang="en")
+    at.run()
+    assert at.selectbox(key="review_pick").value == first["id"]
+    assert any("This label has no images yet" in c.value for c in at.caption)
+    at.selectbox(key="review_pick").set_value(second["id"]).run()
+    assert not at.exception, at.exception
+    from test_page_images import _captions
+    assert len(_captions(at)) == 3 and all("train" in c or "holdout" in c for c in _captions(at))
+    assert any("Example images (3 in all)" in m.value for m in at.markdown)
+    assert [s.key for s in at.selectbox if s.label == "Choose a label"] == ["review_pick"]   # no second picker
+    at.text_input(key=f"alias_text_{second['id']}").input("亀甲割れ")
+    [submit] = [b for b in at.button if b.label == "Add alias"]
+    submit.click().run()
+    assert not at.exception, at.exception
+    assert [a["text"] for a in labels.aliases(store, second["id"])] == ["亀甲割れ"]
+    assert labels.aliases(store, first["id"]) == []
+
+
+def test_switching_to_english_translates_the_status_chips_and_keeps_the_choices(tmp_path):
+    """Issue 21 point 4: after switching to English the status chips (提案中/承認済み/学習済み) and the
+    option 新しい用語（「ヒビ割れ」） stayed Japanese (the browser keeps a chosen option by its text)."""
+    store = _home(tmp_path)
+    label = labels.propose(store, EXPERT, "ヒビ割れ")
+    at = _page("labels.py", tmp_path, REVIEWER, lang="ja")
+    at.run()
+    chips = at.multiselect(key="status_filter@ja")
+    chips.set_value(["proposed", "retired"]).run()
+    relink = at.selectbox(key=f"relink_target_{label['id']}@ja")
+    assert relink.value == "__new__" and "新しい用語" in relink.format_func(relink.value)
+    at.session_state["lang"] = "en"
+    at.run()
+    assert not at.exception, at.exception
+    chips = at.multiselect(key="status_filter@en")
+    assert chips.value == ["proposed", "retired"]                       # the choice survived the switch
+    assert not [o for o in chips.proto.options if any("\u3040" <= ch <= "\u30ff" for ch in o)]   # no kana left
+    assert [chips.format_func(v) for v in chips.value] == [labels_t("status.proposed"), labels_t("status.retired")]
+    relink = at.selectbox(key=f"relink_target_{label['id']}@en")
+    assert relink.value == "__new__" and relink.format_func(relink.value).startswith(labels_t("lp.relink_new", name="ヒビ割れ")[:5])
+    assert "新しい用語" not in " ".join(relink.proto.options)
+
+
+def labels_t(key, **params):
+    from core.i18n import t
+    return t(key, "en", **params)
+
+
+def test_glossary_edit_form_names_the_distinct_entries_instead_of_raw_ids(tmp_path):
+    """Issue 21 point 4: the edit form showed `defect.scuff|defect.impact_mark`."""
+    store = _home(tmp_path)
+    at = _page("glossary_terms.py", tmp_path, REVIEWER, lang="ja")
+    at.run()
+    at.selectbox(key="gloss_pick").set_value("defect.scratch").run()
+    assert not at.exception, at.exception
+    picked = at.multiselect(key="edit_entry_distinct_ids_defect.scratch")
+    assert picked.value == ["defect.scuff", "defect.impact_mark"]
+    assert [picked.format_func(v) for v in picked.value] == ["擦り傷 · scuff", "打痕 · impact mark"]
+    assert not [t.value for t in at.text_input if "defect." in str(t.value)]         # no raw id on screen
+    assert at.text_area(key="edit_entry_notes_ja_defect.scratch").value.startswith("線状の表面の傷")
+    # literal words stay editable as words; saving keeps both kinds
+    rust = glossary_store.get_entry_row(store, "defect.rust")
+    at.selectbox(key="gloss_pick").set_value("defect.rust").run()
+    assert at.text_input(key="edit_entry_distinct_defect.rust").value == "寂"
+    [save] = [b for b in at.button if b.label == "保存"]
+    save.click().run()
+    saved = glossary_store.get_entry_row(store, "defect.rust")["distinct_from"]
+    assert not at.exception and set(saved.split("|")) == set(rust["distinct_from"].split("|"))
+
+
+def test_the_japanese_uploader_says_upload_and_its_limit_in_japanese(tmp_path):
+    """Issue 21 point 4: Streamlit draws "Upload" and "20MB per file" in English whatever the app's
+    language; the page replaces both texts (CSS scoped to the uploader's key) in Japanese."""
+    _home(tmp_path)
+    at = _page("glossary_terms.py", tmp_path, REVIEWER, lang="ja")
+    at.run()
+    css = " ".join(h.proto.body for h in at.get("html"))
+    assert ".st-key-gloss_csv" in css and '"アップロード"' in css and "MB まで • CSV" in css
+    at = _page("glossary_terms.py", tmp_path, REVIEWER, lang="en")
+    at.run()
+    assert "アップロード" not in " ".join(h.proto.body for h in at.get("html"))

@@ -360,7 +360,10 @@ def test_predict_says_clearly_when_an_image_is_not_a_trained_class(home, monkeyp
     assert "学習したクラスの画像との類似度 0.210" in error.value     # the score that decided, named as such
     table = at.dataframe[0].value
     table = table.data if hasattr(table, "data") else table
-    assert list(table["クラス"]) == ["傷", "錆"]                          # the guesses stay, de-emphasised
+    # the guesses stay, de-emphasised; each under the label's own name (キズ), its term (傷) beside it
+    assert list(table["ラベル"]) == ["キズ", "ｻﾋﾞ"] and list(table["用語"]) == ["傷", "錆"]
+    # at the page's full width (in the right-hand column its last column was cut off)
+    assert "Dataframe" in [type(n).__name__ for n in at.main.children.values()]
     assert any("参考" in m.value for m in at.markdown)
 
     answer.update(rejected=False, best=0.5)
