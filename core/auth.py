@@ -23,6 +23,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit.read": frozenset({"supervisor", "admin"}),
     "settings.edit": frozenset({"admin"}),
     "user.manage": frozenset({"admin"}),
+    "model.export": frozenset({"supervisor", "admin"}),     # model bundles: export and download
+    "token.manage": frozenset({"admin"}),                   # inference-service API tokens
 }
 
 
