@@ -136,8 +136,10 @@ def test_only_supervisors_and_admins_export_and_a_failed_parity_check_writes_not
         exporter.export_bundle(store, SUPERVISOR, run, 0)
     assert err.value.key == "deploy.parity_pixels"
     assert target.read_bytes() == before                        # the good bundle is still the one offered
-    name, data = exporter.bundle_bytes(store, SUPERVISOR, run, 0)
+    name, data = exporter.stored_bundle(store, SUPERVISOR, run, 0)
     assert name.endswith("task1.zip") and data == before
+    with pytest.raises(UserError):
+        exporter.stored_bundle(store, Actor("eri", "expert"), run, 0)
 
 
 def _cli(*args, home):

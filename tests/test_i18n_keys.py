@@ -176,7 +176,14 @@ def families() -> dict[str, set[str]]:
         "gp.col.": set(_module_constant("pages/glossary_terms.py", "TABLE_COLUMNS")),
         "nbrpage.col.": set(_module_constant("pages/neighbours.py", "TABLE_COLUMNS")),
         "lp.": set(_module_constant("pages/labels.py", "REVIEW_ACTIONS")),
+        "tok.scope.": set(_tokens_scopes()),
     }
+
+
+def _tokens_scopes():
+    from core.deploy.tokens import SCOPES
+
+    return SCOPES
 
 
 # ---- the tests --------------------------------------------------------------------------------------

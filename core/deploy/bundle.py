@@ -246,22 +246,20 @@ def export_bundle(store: Store, actor: Actor, run_id: int, task_idx: int | None 
     return out
 
 
-def bundle_bytes(store: Store, actor: Actor, run_id: int, task_idx: int | None = None) -> tuple[str, bytes]:
-    """(file name, bytes) of a stored bundle for a download; exports it first when missing. Audited."""
-    from core.runs import done_tasks
-
+def stored_bundle(store: Store, actor: Actor, run_id: int, task_idx: int) -> tuple[str, bytes] | None:
+    """(download file name, bytes) of the stored bundle of a task, or None when none was exported."""
     require(actor, "model.export")
-    if task_idx is None:
-        done = done_tasks(store, run_id)
-        if not done:
-            raise UserError("runs.no_checkpoint")
-        task_idx = done[-1]["idx"]
     path = bundle_path(store, run_id, task_idx)
-    if not path.exists():
-        export_bundle(store, actor, run_id, task_idx)
-    else:
-        store.audit(actor.username, "model.download", "run", int(run_id), task=int(task_idx) + 1)
-    return f"sgcl-run{int(run_id)}-task{int(task_idx) + 1}.zip", path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return f"sgcl-run{int(run_id)}-task{int(task_idx) + 1}.zip", data
+
+
+def record_download(store: Store, actor: Actor, run_id: int, task_idx: int) -> None:
+    require(actor, "model.export")
+    store.audit(actor.username, "model.download", "run", int(run_id), task=int(task_idx) + 1)
 
 
 def _ort_version() -> str:
