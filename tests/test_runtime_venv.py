@@ -80,9 +80,25 @@ def test_runtime_extra_alone_reproduces_the_app(deployed, tmp_path):
                           capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     answers = json.loads(proc.stdout)
-    for data, got in zip(images, answers):
-        want = predict_image(store, REVIEWER, deployed["run"], data)
+    wants = [predict_image(store, REVIEWER, deployed["run"], data) for data in images]
+    for want, got in zip(wants, answers):
         assert got["best_class"] == want["predictions"][0]["name"]
         assert got["unknown"] == want["rejected"]
         assert got["score"] == pytest.approx(want["predictions"][0]["score"], abs=1e-4)
         assert got["familiarity"] == pytest.approx(want["best"], abs=1e-4)
+
+    # folder inference on the line PC, torch-free too
+    folder = tmp_path / "line"
+    folder.mkdir()
+    for p in paths:
+        shutil.copy(p, folder / p.name)
+    proc = subprocess.run([str(py), "-m", "core.runtime", "predict-folder", str(folder), "--bundle",
+                           str(deployed["bundle"]), "--csv", str(tmp_path / "out.csv")], cwd=app,
+                          capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import csv
+
+    rows = {Path(r["file"]).name: r for r in csv.DictReader((tmp_path / "out.csv").open(encoding="utf-8"))}
+    for p, want in zip(paths, wants):
+        expected = "" if want["rejected"] else want["predictions"][0]["name"]
+        assert rows[p.name]["class"] == expected and int(rows[p.name]["unknown"]) == want["rejected"]
