@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export SGCL_HOME ?= $(CURDIR)/sgcl-data
 PORT ?= 8501
 
-.PHONY: install browser-deps run worker test bench clean-data
+.PHONY: install browser-deps run worker serve test bench clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ run: install
 
 worker: install
 	$(PY) -m core.worker
+
+# The inference service (core/serve.py): `make serve RUN=1` follows run 1's newest bundle, or
+# `make serve BUNDLE=model.zip`; tokens are made on the Admin page. SERVE_PORT (8600), SERVE_HOST.
+SERVE_PORT ?= 8600
+SERVE_HOST ?= 127.0.0.1
+serve: install
+	@if [ -n "$(BUNDLE)" ]; then src="--bundle $(BUNDLE)"; elif [ -n "$(RUN)" ]; then src="--run $(RUN)"; \
+	  else echo "usage: make serve RUN=<run id>  or  make serve BUNDLE=<bundle.zip>" >&2; exit 2; fi; \
+	$(PY) -m core.serve $$src --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 # The real-browser test drives Debian's chromium (never a browser build downloaded by a test tool);
 # a Japanese font makes its screenshots readable. Installed through apt when missing and we are root;

@@ -25,6 +25,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "user.manage": frozenset({"admin"}),
     # Held by no person: only the worker, acting as SYSTEM, marks labels trained when their task completes.
     "label.mark_trained": frozenset(),
+    "model.export": frozenset({"supervisor", "admin"}),     # model bundles: export and download
+    "token.manage": frozenset({"admin"}),                   # inference-service API tokens
 }
 # Permissions that only the SYSTEM actor object itself holds (not an account that happens to be called
 # "system" or to be an admin).

@@ -155,12 +155,103 @@ def add_experiment(sub, common) -> None:
     add(sub, common)
 
 
+# ---- model bundles and line inference (core/deploy, core/runtime) -------------------------------
+def add_export_model(sub, common) -> None:
+    p = sub.add_parser("export-model", parents=[common],
+                       help="export a completed task as a parity-checked model bundle (zip) for the line")
+    p.add_argument("run", type=int, help="run id")
+    p.add_argument("dest", type=Path, help="where to write the bundle .zip")
+    p.add_argument("--task", type=int, help="task number (1, 2, …; default: the latest completed)")
+    p.set_defaults(func=run_export_model)
+
+
+def run_export_model(args: argparse.Namespace) -> int:
+    import json
+    import zipfile
+
+    from core.deploy.bundle import export_bundle
+
+    store = open_store(args)
+    actor = actor_for(store, args)
+    path = export_bundle(store, actor, args.run, None if args.task is None else args.task - 1, dest=args.dest)
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    print(t("deploy.export_done", args.lang, version=manifest["model"]["version"], path=str(args.dest),
+            images=manifest["parity"]["images"], diff=f"{manifest['parity']['max_abs_diff']:.1e}"))
+    return 0
+
+
+def add_predict_folder(sub, common) -> None:
+    p = sub.add_parser("predict-folder", parents=[common],
+                       help="classify every image in a folder with a bundle; CSV and optional sorting")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--bundle", required=True, type=Path, help="a model bundle .zip")
+    p.add_argument("--csv", type=Path, help="write one row per image here (default: stdout)")
+    p.add_argument("--sort-into", type=Path, help="copy images into <dir>/<class>/ and <dir>/_unknown/")
+    p.set_defaults(func=run_predict_folder)
+
+
+def _open_bundle(path: Path):
+    from core.runtime.bundle import BadBundle, Bundle
+
+    try:
+        return Bundle.open(path)
+    except (BadBundle, OSError) as exc:
+        raise UserError("deploy.bad_bundle", reason=str(exc)) from None
+
+
+def run_predict_folder(args: argparse.Namespace) -> int:
+    from core.runtime.folder import predict_folder, write_csv
+
+    if not args.folder.is_dir():
+        raise UserError("deploy.bad_bundle", reason=f"{args.folder}: not a folder")
+    bundle = _open_bundle(args.bundle)
+    rows = predict_folder(bundle, args.folder, args.csv, args.sort_into)
+    if args.csv is None:
+        write_csv(sys.stdout, rows)
+    bad = sum(1 for r in rows if r["error"])
+    print(f"{len(rows)} images, {sum(1 for r in rows if r['unknown'] == 1)} unknown, {bad} unreadable; "
+          f"model {bundle.version}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def add_watch(sub, common) -> None:
+    p = sub.add_parser("watch", parents=[common],
+                       help="classify images as they arrive in a folder (a line); each image once, across restarts")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--bundle", required=True, type=Path, help="a model bundle .zip")
+    p.add_argument("--csv", type=Path, required=True, help="rows are appended here")
+    p.add_argument("--sort-into", type=Path, help="copy images into <dir>/<class>/ and <dir>/_unknown/")
+    p.add_argument("--state", type=Path, help="processed-images state file (default: next to the CSV)")
+    p.set_defaults(func=run_watch)
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from core.runtime.folder import Watcher
+
+    if not args.folder.is_dir():
+        raise UserError("deploy.bad_bundle", reason=f"{args.folder}: not a folder")
+    bundle = _open_bundle(args.bundle)
+    watcher = Watcher(bundle, args.folder, args.csv, args.sort_into, args.state,
+                      on_row=lambda r: print(f"{r['file']}\t{r['class'] or ('?' if r['error'] else '_unknown')}\t"
+                                             f"{r['score']}\t{r['error']}", flush=True))
+    print(f"watching {args.folder} with {bundle.version}; Ctrl-C stops", file=sys.stderr)
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 # Register a command with one line here.
 COMMANDS = [
     add_init,
     add_import_folder,
     add_export,
     add_experiment,
+    add_export_model,
+    add_predict_folder,
+    add_watch,
 ]
 
 

@@ -254,6 +254,22 @@ MIGRATIONS: list[str] = [
     ALTER TABLE users ADD COLUMN lang TEXT;
     ALTER TABLE glossary_entries ADD COLUMN notes_ja TEXT NOT NULL DEFAULT '';
     """,
+    # 7: API tokens of the inference service (core/deploy/tokens.py): only the SHA-256 of each token is
+    # kept (it is shown once, at creation), with its scope; revoked rows stay for the audit trail.
+    """
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT,
+        revoked_at TEXT,
+        revoked_by TEXT
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from core import jobs, settings
+from core.auth import SYSTEM
 from core.store import Store, now_iso
 
 log = logging.getLogger("sgcl.worker")
@@ -170,6 +171,8 @@ class Worker:
             handler(self.store, job, worker_id=self.id, device=self.device,
                     should_stop=lambda: self.stopping.is_set() or lost.is_set())
             state = "done"
+            if job["kind"] == "train":
+                self.export_bundle(job)
         except Cancelled:
             if lost.is_set():
                 state = "lost"
@@ -214,6 +217,24 @@ class Worker:
                 if attempt + 1 < tries:
                     self.stopping.wait(0.5 * (attempt + 1))
         return False
+
+    def export_bundle(self, job: dict) -> None:
+        """The model bundle of a task just completed (core/deploy/bundle.py), for download and for a
+        service following the run. A failed export is audited and logged; the task stays done."""
+        from core.deploy.bundle import export_bundle
+
+        if os.environ.get("SGCL_EXPORT_BUNDLES", "1") == "0":
+            return
+        task_idx = int(job["payload"]["task_idx"])
+        try:
+            export_bundle(self.store, SYSTEM, job["run_id"], task_idx)
+        except Exception as exc:  # noqa: BLE001 - the bundle can be exported again on demand
+            log.exception("bundle export of run %s task %s failed", job["run_id"], task_idx)
+            try:
+                self.store.audit(self.id, "model.export_failed", "run", job["run_id"], task=task_idx + 1,
+                                 reason=f"{type(exc).__name__}: {str(exc)[:200]}")
+            except Exception:  # noqa: BLE001
+                log.exception("could not audit the failed export")
 
     def step(self) -> str | None:
         """One iteration: heartbeat, record failures the database refused before, re-queue stale jobs,

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import settings as settings_service
 from core import users as user_service
+from core.deploy import tokens as token_service
 from core.auth import ROLES
 from core.encoders import active_encoder_spec
 from core.i18n import UserError
@@ -39,7 +40,7 @@ except UserError as err:     # not an admin: the service refuses, whatever the m
     ctx.error(err)
     st.stop()
 
-users_tab, settings_tab = st.tabs([ctx.t("adm.users"), ctx.t("adm.settings")])
+users_tab, settings_tab, tokens_tab = st.tabs([ctx.t("adm.users"), ctx.t("adm.settings"), ctx.t("tok.tab")])
 
 
 
@@ -146,3 +147,36 @@ with settings_tab:
         if c2.button(ctx.t("adm.reset_setting"), key="reset_setting"):
             if run_action(ctx, settings_service.reset, store, me, reset_key, success=ctx.t("adm.saved")) is not None:
                 st.rerun()
+
+# ---- API tokens of the inference service (python -m core.serve) ----------------------------------------
+with tokens_tab:
+    st.caption(ctx.t("tok.help"))
+    with st.form("create_token", clear_on_submit=True):
+        c1, c2 = st.columns([3, 1])
+        token_name = c1.text_input(ctx.t("tok.name"), key="token_name", max_chars=100)
+        token_scope = c2.selectbox(ctx.t("tok.scope"), token_service.SCOPES, key="token_scope",
+                                   format_func=lambda s: ctx.t(f"tok.scope.{s}"))
+        if st.form_submit_button(ctx.t("tok.create"), type="primary"):
+            made = run_action(ctx, token_service.create_token, store, me, token_name, token_scope)
+            if made:
+                st.warning(ctx.t("tok.shown_once", name=made[0]["name"]))
+                st.code(made[1], language=None)      # shown this once; only its hash is stored
+    tokens = token_service.list_tokens(store, me)
+    if tokens:
+        st.dataframe(pd.DataFrame([{
+            ctx.t("tok.col.name"): t["name"], ctx.t("tok.col.prefix"): t["prefix"] + "…",
+            ctx.t("tok.scope"): ctx.t(f"tok.scope.{t['scope']}"), ctx.t("tok.col.created"):
+                f"{t['created_by']} · {local_time(store, t['created_at'], ctx.lang)}",
+            ctx.t("tok.col.used"): local_time(store, t["last_used_at"], ctx.lang) if t["last_used_at"] else "",
+            ctx.t("tok.col.revoked"): local_time(store, t["revoked_at"], ctx.lang) if t["revoked_at"] else ""}
+            for t in tokens]), hide_index=True, width="stretch")
+        live = [t for t in tokens if t["revoked_at"] is None]
+        if live:
+            c1, c2 = st.columns([3, 1])
+            pick = c1.selectbox(ctx.t("tok.pick"), [t["id"] for t in live], key="token_pick",
+                                format_func=lambda i: next(f"{t['name']} ({t['prefix']}…)" for t in live if t["id"] == i))
+            if c2.button(ctx.t("tok.revoke"), key="token_revoke"):
+                if run_action(ctx, token_service.revoke_token, store, me, pick, success=ctx.t("tok.revoked")):
+                    st.rerun()
+    else:
+        st.info(ctx.t("tok.none"))

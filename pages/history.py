@@ -12,6 +12,7 @@ import streamlit as st
 
 from core import runs
 from core.run_report import data_revision, run_report
+from pages.model_bundle import bundle_download
 from pages.ui import md, page_context, run_action
 from pages.views import (changes_text, config_rows, encoder_text, join, label_text, local_time, method_title, pct,
                          run_text, task_no)
@@ -303,6 +304,9 @@ def show_run(run: dict, key: str) -> None:
         if csv_text:
             st.download_button(ctx.t("hi.csv"), csv_text.encode("utf-8"), file_name=f"run-{run['id']}-metrics.csv",
                                mime="text/csv", key=f"hi_csv_{key}")
+    done = [t for t in report["tasks"] if t.get("status", "done") == "done"]
+    if done:
+        bundle_download(ctx, store, actor, run["id"], done[-1]["idx"], key=f"hi_bundle_{key}")
 
 
 def _run_label(r: dict) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,18 @@ def test_core_sg_is_pure_torch(module):
     bad = [n for n in _imports(MODULES[module], module)
            if n.split(".")[0] in ("streamlit", "sqlite3", "sqlite_utils", "pages")
            or (n.startswith("core.") and not n.startswith("core.sg")) or n == "core"]
+    assert bad == []
+
+
+RUNTIME_ALLOWED = {"numpy", "PIL", "onnxruntime", "watchdog"}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("core.runtime")))
+def test_core_runtime_imports_only_onnxruntime_numpy_pillow(module):
+    """A line PC installs only the runtime extra: no torch, Streamlit, database or other core module."""
+    bad = [n for n in _imports(MODULES[module], module)
+           if not (n.startswith("core.runtime") or n.split(".")[0] in RUNTIME_ALLOWED
+                   or n.split(".")[0] in sys.stdlib_module_names) or n.split(".")[0] == "sqlite3"]
     assert bad == []
 
 

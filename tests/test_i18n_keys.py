@@ -178,7 +178,14 @@ def families() -> dict[str, set[str]]:
         "lp.": set(_module_constant("pages/labels.py", "REVIEW_ACTIONS")),
         "hi.kind.": set(_module_constant("core/runs.py", "TASK_KINDS")),      # a task's kind: new / update
         "tr.mode.": set(_module_constant("core/runs.py", "TASK_KINDS")),
+        "tok.scope.": set(_tokens_scopes()),
     }
+
+
+def _tokens_scopes():
+    from core.deploy.tokens import SCOPES
+
+    return SCOPES
 
 
 # ---- the tests --------------------------------------------------------------------------------------

@@ -114,6 +114,15 @@ class Method:
         z = learner.image_features(inputs)
         return z @ F.normalize(prompt_feats.float().cpu(), dim=1).t()
 
+    def head_module(self, learner: "ContinualLearner", prompt_feats: torch.Tensor) -> torch.nn.Module:
+        """The export contract (core/sg/export.py): a module mapping the prefix output ``h`` (what
+        ``learner.prefix_features`` returns and the feature cache stores) to ``(class_scores (B, N),
+        familiarity (B,), embedding (B, D))``, equal to :meth:`class_scores`, ``learner.familiarity`` and
+        the L2-normalised features the class scores are cosines of. Built from ONNX-exportable ops only.
+        Default: cosine of the normalised suffix output to the normalised prompt features."""
+        table = F.normalize(prompt_feats.float().cpu(), dim=1)
+        return ScoreHead(_Bound(learner.model, "suffix"), table, *familiarity_parts(learner, table.shape[0]))
+
     def state_dict(self) -> dict:
         return {}
 
@@ -122,3 +131,47 @@ class Method:
 
 
 Factory = Callable[[], Method]
+
+
+class _Bound(torch.nn.Module):
+    """``model.<name>(h)`` as a module (the model stays registered, so its weights are exported)."""
+
+    def __init__(self, model: torch.nn.Module, name: str):
+        super().__init__()
+        self.model, self.name = model, name
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.name)(h)
+
+
+def familiarity_parts(learner: "ContinualLearner", n: int) -> tuple:
+    """(frozen-feature module, (n, F) prototype table) when ``learner.familiarity`` uses prototypes for
+    ``n`` classes, else (None, None): familiarity is then the best class score."""
+    protos = learner.prototypes
+    if protos is None or not protos.covers(n):
+        return None, None
+    fn = "frozen_features" if callable(getattr(learner.model, "frozen_features", None)) else "suffix"
+    return _Bound(learner.model, fn), torch.stack([protos.means[c] for c in range(n)]).float().cpu()
+
+
+class ScoreHead(torch.nn.Module):
+    """h → (class scores = normalise(embed(h)) · tableᵀ, familiarity, normalised embedding).
+
+    Familiarity: best cosine of normalise(fam_embed(h)) to ``prototypes`` when given, else the best class
+    score. Every head_module of the contract above can be one of these with its own parts."""
+
+    def __init__(self, embed: torch.nn.Module, table: torch.Tensor,
+                 fam_embed: Optional[torch.nn.Module] = None, prototypes: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.embed, self.fam_embed = embed, fam_embed
+        self.register_buffer("table", table.float().contiguous())
+        self.register_buffer("prototypes", None if prototypes is None else prototypes.float().contiguous())
+
+    def forward(self, h: torch.Tensor):
+        z = F.normalize(self.embed(h).float(), dim=1)
+        scores = z @ self.table.t()
+        if self.prototypes is not None and self.fam_embed is not None:
+            fam = (F.normalize(self.fam_embed(h).float(), dim=1) @ self.prototypes.t()).max(1).values
+        else:
+            fam = scores.max(1).values
+        return scores, fam, z

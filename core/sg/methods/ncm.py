@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Method, register
+from .base import Method, ScoreHead, _Bound, familiarity_parts, register
 
 
 @register
@@ -35,6 +35,14 @@ class NCM(Method):
         dim = feats.shape[1]
         table = torch.stack([self.means.get(c, torch.zeros(dim)) for c in range(n)])
         return feats @ table.t()
+
+    def head_module(self, learner, prompt_feats) -> torch.nn.Module:
+        n = prompt_feats.shape[0]
+        model = learner.model
+        fn = "frozen_features" if callable(getattr(model, "frozen_features", None)) else "suffix"
+        dim = getattr(model, "num_features", model.output_dim) if fn == "frozen_features" else model.output_dim
+        table = torch.stack([self.means.get(c, torch.zeros(dim)) for c in range(n)])
+        return ScoreHead(_Bound(model, fn), table, *familiarity_parts(learner, n))
 
     def state_dict(self) -> dict:
         return {"means": {str(c): m for c, m in self.means.items()}}
