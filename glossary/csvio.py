@@ -110,7 +110,11 @@ def read_csv(src: "str | os.PathLike | IO", *, max_rows: int | None = None,
             continue  # blank line or an Excel row of empty cells
         if len(cells) < len(names) and all(n in EXTRA_COLUMNS for n in names[len(cells):]):
             cells = [*cells, *[""] * (len(names) - len(cells))]   # a row written before notes_ja existed
-PROGRESS_EVERY = 500
+        if max_rows is not None and len(entries) >= max_rows:
+            raise GlossaryCSVError(f"more than {max_rows} entries (the import limit)", row=row_no,
+                                   line=start_line, code="too_many_rows", value=str(max_rows))
+        if progress is not None and row_no % PROGRESS_EVERY == 0:
+            progress(row_no)
         if len(cells) != len(names):
             raise GlossaryCSVError(f"expected {len(names)} fields, found {len(cells)} "
                                    "(a comma inside a value must be quoted)",

@@ -145,10 +145,10 @@ if actor.can("label.review") and active:
     # An alias is added to the label under review: no picker of its own that could stay on another label.
     if actor.can("label.alias"):
         with st.form(f"alias_form_{label['id']}", clear_on_submit=True):
-            alias = st.text_input(ctx.t("lp.alias_for", name=label["name"]), key=f"alias_text_{label['id']}")
+            alias = st.text_input(ctx.md("lp.alias_for", name=label["name"]), key=f"alias_text_{label['id']}")
             if st.form_submit_button(ctx.t("lp.alias")) and alias.strip():
                 if run_action(ctx, label_service.add_alias, store, actor, label["id"], alias,
-                              success=ctx.t("lp.alias_added", alias=alias, name=label["name"])):
+                              success=ctx.md("lp.alias_added", alias=alias, name=label["name"])):
                     st.rerun()
 
     # Semantic neighbours and the near-duplicate warning.
@@ -176,8 +176,9 @@ if actor.can("label.review") and active:
     links = dictionary.label_links(store, int(label["id"]))
     show_dictionary_links(links)
     for link in links:
-from pages.ui import as_markdown, md, page_context, run_action
-from pages.views import lang_key
+        if link.kind != "distinct" and label["status"] in ("proposed", "approved") \
+                and link.status in label_service.ACTIVE and st.button(
+                ctx.md("lp.merge_suggest", name=link.name), key=f"merge_dict_{link.label_id}"):
             if saved(run_action(ctx, label_service.merge, store, actor, label["id"], link.label_id,
                                 expected_version=version, success=ctx.t("lp.done"))):
                 st.rerun()
