@@ -88,7 +88,8 @@ def _matrix_chart(report: dict, value_title: str) -> alt.Chart:
         tooltip=tooltip)
     font = max(8, min(13, cell // 3))
     big = cell >= 40
-    text = base.mark_text(baseline="middle", fontSize=font, dy=-font // 2 if big else 0).encode(
+    text = base.transform_filter("datum.enough").mark_text(baseline="middle", fontSize=font,
+                                                          dy=-font // 2 if big else 0).encode(
         text=alt.Text("value:Q", format=".0f" if cell < 34 else ".1f"),
         color=alt.condition(alt.datum.value > 55, alt.value("black"), alt.value("white")),  # readable on viridis
         tooltip=tooltip)
@@ -141,7 +142,7 @@ def _forgetting(report: dict, key: str) -> None:
     for r, name in zip(rows, tasks):
         common = {"task": task_no(r["task"]), "name": name, "drop": 100 * r["drop"], "best": 100 * r["best"],
                   "now": 100 * r["now"], "best_after": ctx.t("hi.after_task", n=task_no(r["best_after"])),
-                  "text": f"{100 * r['best']:.1f} → {100 * r['now']:.1f} ({-100 * r['drop']:+.1f})",
+                  "text": f"{100 * r['best']:.1f} → {100 * r['now']:.1f} ({round(-100 * r['drop'], 1) + 0.0:+.1f})",
                   "lost": r["drop"] > 0.0005}
         points.append({**common, "point": ctx.t("hi.best"), "acc": 100 * r["best"], "filled": False})
         points.append({**common, "point": ctx.t("hi.now"), "acc": 100 * r["now"], "filled": True})

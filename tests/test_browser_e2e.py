@@ -259,6 +259,10 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
                      180, "task 2 to finish", server)
     assert done["status"] == "done", done["error"]
     app.idle()
+    # the live part redraws the whole page once it sees the job done; navigating during that rerun can
+    # be swallowed by it, so wait until the page says it is idle
+    app.see("このランで実行中・待機中のジョブはありません", timeout=30)
+    app.idle()
     app.shot("training-finished")
     assert {label_service.get_label(store, proposed[t]["id"])["status"] for t in ("キズ", "ｻﾋﾞ", "ﾖｺﾞﾚ")} == {"trained"}
 
@@ -302,6 +306,8 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
                                              "('done', 'failed', 'cancelled')", (fourth["id"],)),
                      180, "the update to finish", server)
     assert done["status"] == "done", done["error"]
+    app.see("このランで実行中・待機中のジョブはありません", timeout=30)
+    app.idle()
     update = store.query_one("SELECT id, idx, kind FROM tasks WHERE run_id = ? AND idx = 2", (run["id"],))
     assert update["kind"] == "update"
     learned = {r["image_id"] for r in store.query("SELECT image_id FROM task_images WHERE task_id = ?", (update["id"],))}
@@ -313,8 +319,9 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
     behind = app.see_cell(f"{cell['n_correct']}/{cell['n_images']}")      # the images behind the cell
     assert f"{cell['n_correct']}/{cell['n_images']}" in behind.text_content()
     app.see("最新モデルのクラス別精度")
-    app.see("最新モデルの混同行列")
     app.shot("history-after-update")
+    app.see("最新モデルの混同行列").scroll_into_view_if_needed()
+    app.shot("history-per-class-and-confusion")
     _assert_readable(app, "ja", "History (update)")
 
     # 8. Predict an image of a class never trained (飛行機): an answer in Japanese either way
@@ -337,6 +344,8 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
             app.see_cell("After task 3 (update)")
             app.see_cell(f"{cell['n_correct']}/{cell['n_images']}")
             app.see("Latest model, per class")
+            app.shot("en-history-top")
+            app.see("Confusion matrix of the latest model").scroll_into_view_if_needed()
         app.shot(f"en-{title.lower()}")
         _assert_readable(app, "en", f"{title} (English)")
     trail = [(r["actor"], r["action"]) for r in store.query(
