@@ -670,3 +670,17 @@ def test_no_user_role_may_mark_labels_trained(tmp_path, role):
         assert labels.get_label(store, label["id"])["status"] == "approved"
     labels.mark_trained(store, SYSTEM, [label["id"]])
     assert labels.get_label(store, label["id"])["status"] == "trained"
+
+
+def test_changing_ones_own_password_needs_the_current_one(accounts):
+    from core import users
+    from core.auth import Actor
+
+    me = Actor("boss", "admin")
+    for wrong in (None, "", "not my password"):
+        with pytest.raises(UserError) as err:
+            users.reset_password(accounts, me, "boss", "a brand new pass phrase", current_password=wrong)
+        assert err.value.key == "auth.wrong_current_password" and err.value.message("ja")
+    assert users.authenticate(accounts, "boss", PASSWORD)
+    users.reset_password(accounts, me, "boss", "a brand new pass phrase", current_password=PASSWORD)
+    assert users.authenticate(accounts, "boss", "a brand new pass phrase")
