@@ -63,17 +63,25 @@ def has(key: str) -> bool:
     return key in STRINGS
 
 
-# Every ASCII character that Markdown, or Streamlit's additions to it (``:red[…]``, ``:material/…:``,
-# ``$math$``), gives a meaning; a backslash before any ASCII punctuation is a literal in CommonMark.
-_MARKDOWN_SPECIAL = re.compile(r"""([\\`*_{}\[\]()<>#+\-.!|~$:&"'=^@%])""")
+# What makes user text live in Markdown (CommonMark + GFM + Streamlit's additions), escaped with a
+# backslash (a literal in CommonMark): brackets (links ``[x](url)``, images ``![x](url)``, Streamlit's
+# ``:red[…]``), angle brackets (autolinks, raw HTML), backticks, backslashes, ``$`` (math), ``*``/``~``
+# (emphasis, strike-through) and ``_`` where it could start or end emphasis (not inside a word, so
+# ``file_name_1`` stays readable). Bare URLs would become links (GFM autolinks): ``http://`` and ``www.``
+# are broken up. Other punctuation (``( ) - . + : #`` …) means nothing mid-line and stays as typed.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>$~])|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z0-9])(:)(?=//)|(?<=\bwww)(\.)")
+_LINE_START = re.compile(r"^([#>+\-=|])")
 _MARKDOWN_PARAMS: contextvars.ContextVar[bool] = contextvars.ContextVar("sgcl_markdown_params", default=False)
 
 
 def escape_markdown(text: str) -> str:
     """``text`` as a literal inside Markdown: ``![t](http://host/x.png)`` shows as typed instead of
     fetching the picture, ``[Session expired](http://…)`` is not a link. Line breaks become spaces."""
-    text = _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
-    return text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    text = str(text).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    text = _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+    text = _AUTOLINK.sub(lambda m: "\\" + m.group(0), text)
+    return _LINE_START.sub(r"\\\1", text)
 
 
 def as_markdown(fn, *args, **kwargs):

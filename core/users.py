@@ -164,12 +164,20 @@ def set_active(store: Store, actor: Actor, username: str, active: bool) -> dict:
     return get_user(store, username)
 
 
-def reset_password(store: Store, actor: Actor, username: str, password: str) -> None:
+def reset_password(store: Store, actor: Actor, username: str, password: str, *,
+                   current_password: str | None = None) -> None:
     """Set a new password; every session of the account ends (someone who knew the old password and
-    kept a session open is out too), including the caller's own when they change their own."""
-    if actor.username != username:
+    kept a session open is out too), including the caller's own when they change their own. Changing
+    one's own password needs the current one (``current_password``): a session left open on a shared PC
+    must not be enough to take the account over."""
+    own = actor.username == username
+    if not own:
         require(actor, "user.manage")
     check_password(password, username)
+    if own:
+        row = store.query_one("SELECT password_hash FROM users WHERE username = ?", (username,))
+        if row is None or not _password_matches(row["password_hash"], current_password or ""):
+            raise UserError("auth.wrong_current_password")
     with store.transaction():
         get_user(store, username)
         store.execute("UPDATE users SET password_hash = ?, failed_logins = 0, locked_until = NULL "

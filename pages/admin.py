@@ -98,11 +98,13 @@ with users_tab:
                           success=ctx.t("adm.saved")):
                 st.rerun()
         with st.form("reset_password", clear_on_submit=True):
+            current = (st.text_input(ctx.t("adm.current_password"), type="password", key="manage_current_password",
+                                     max_chars=MAX_PASSWORD) if is_self else None)
             password = st.text_input(ctx.t("adm.new_password"), type="password", key="manage_password",
                                      max_chars=MAX_PASSWORD)
             if st.form_submit_button(ctx.t("adm.reset_password")):
                 run_action(ctx, user_service.reset_password, store, me, picked, password,
-                           success=ctx.t("adm.saved"))
+                           current_password=current, success=ctx.t("adm.saved"))
 
 # ---- settings --------------------------------------------------------------------------------------
 with settings_tab:

@@ -40,7 +40,7 @@ class PageContext:
     expired: bool = False        # a session just ended by its idle timeout or lifetime
 
     def t(self, key: str, **params) -> str:
-        """A UI string for a place that shows plain text (a select box option, a table, a chart)."""
+        """A UI string for a place that shows plain text (a drop-down option, a data grid, a chart)."""
         return t(key, self.lang, **params)
 
     def md(self, key: str, **params) -> str:

@@ -223,7 +223,8 @@ def test_everyone_may_change_their_own_password(seeded_store):
     from core import users
     for role in ROLES:
         name = _user(seeded_store, f"self-{role}", role)
-        users.reset_password(seeded_store, Actor(name, role), name, "my-new-password")
+        users.reset_password(seeded_store, Actor(name, role), name, "my-new-password",
+                             current_password="long-enough-pw")
         assert users.authenticate(seeded_store, name, "my-new-password") == Actor(name, role)
 
 

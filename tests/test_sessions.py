@@ -87,7 +87,8 @@ def test_deactivation_and_password_change_end_every_session(home_store):
     assert sessions.resolve(home_store, eri.token) is None
     users.set_active(home_store, admin, "eri", True)
     assert sessions.resolve(home_store, eri.token) is None             # reactivation does not revive it
-    users.reset_password(home_store, Actor("rei", "reviewer"), "rei", "another long pass phrase")
+    users.reset_password(home_store, Actor("rei", "reviewer"), "rei", "another long pass phrase",
+                         current_password=PASSWORD)
     assert sessions.resolve(home_store, rei.token) is None
     ended = {r["action"]: r["details"].get("sessions_ended") for r in home_store.audit_rows("user")}
     assert ended["user.deactivate"] == 1 and ended["user.password"] == 1
