@@ -8,6 +8,7 @@ confident wrong label.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import threading
 from pathlib import Path
@@ -70,6 +71,10 @@ def _predictor(store: Store, run: dict, path: Path):
     with _LOCK:
         _PREDICTORS.clear()  # one model in memory at a time is plenty for a page
         _PREDICTORS[key] = entry
+    # The model, the encoder and what they import live as long as the process: move them out of the
+    # collector's way, so no later full collection walks their object graph again (issue 21 item 6).
+    gc.collect()
+    gc.freeze()
     return entry
 
 

@@ -3,6 +3,8 @@ not one of the classes the model was trained on (its familiarity — core/sg/ope
 threshold calibrated on the trained classes' holdout images)."""
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 import streamlit as st
 
@@ -51,7 +53,16 @@ elif sample["id"] is not None:
         st.error(ctx.t("pr.missing_file", id=sample["id"]))
 
 if data is not None:
-    result = run_action(ctx, predict_image, store, actor, run["id"], data, k)
+    # One prediction per image, model and k: a rerun for anything else (the language, a click
+    # elsewhere) redraws the answer without running the model again.
+    memo_key = (run["id"], done[-1]["idx"], hashlib.sha256(data).hexdigest(), k)
+    memo = st.session_state.get("pr_memo")
+    if memo and memo[0] == memo_key:
+        result = memo[1]
+    else:
+        result = run_action(ctx, predict_image, store, actor, run["id"], data, k)
+        if result:
+            st.session_state["pr_memo"] = (memo_key, result)
     if result:
         left, right = st.columns([1, 2])
         left.image(data, width=160)

@@ -57,7 +57,7 @@ def main() -> None:
         found = neighbours(store, enc, target, k=args.k)
         report = near_duplicates(store, enc, target)
         print(f"{query}  ({kind}); near-duplicate: {report.flag} "
-              f"(strongest signal {report.nearest.name}, z={report.z:.1f})")
+              f"(closest {report.nearest.name} {report.score:.3f}, threshold {report.threshold})")
         for nb in found:
             canon = f" [{nb.canonical}]" if nb.canonical != nb.name else ""
             print(f"   {nb.rank}. {nb.name}{canon}  {nb.score:.3f}")

@@ -73,7 +73,7 @@ def test_near_duplicate_flag_fires_on_planted_duplicates(catalogue, e5, proposed
     store, ids = catalogue
     report = near_duplicates(store, e5, ids[proposed])
     assert report.flag, report
-    assert report.nearest.name == approved and report.z >= report.threshold
+    assert report.nearest.name == approved and report.score >= report.threshold
     assert approved in report.message("en") and approved in report.message("ja")
 
 
@@ -83,13 +83,15 @@ def test_near_duplicate_flag_stays_quiet_on_unrelated_labels(catalogue, e5):
     assert not [n for n, r in flagged.items() if r.flag], flagged
 
 
-def test_near_duplicate_needs_enough_approved_labels(tmp_path, e5):
+def test_near_duplicates_among_labels_proposed_together_are_flagged(tmp_path, e5):
+    """Issue 21: silent while six labels were proposed together (only approved ones were compared,
+    and fewer than five could not be judged)."""
     store = Store(tmp_path)
-    _insert(store, "ねじ", "approved")
+    _insert(store, "ねじ", "proposed")
     lonely = _insert(store, "ネジ", "proposed")
     report = near_duplicates(store, e5, lonely)
-    assert not report.flag and not report.calibrated
-    assert "too few" in report.message("en")
+    assert report.flag and report.calibrated and report.nearest.name == "ねじ"
+    assert "proposed label 'ねじ'" in report.message("en") and "提案中のラベル「ねじ」" in report.message("ja")
 
 
 def test_identical_embed_text_is_always_a_duplicate(tmp_path, e5):
@@ -166,13 +168,10 @@ def test_relink_re_embeds_the_label(tmp_path, e5):
     assert not torch.allclose(new, old, atol=1e-3)
 
 
-def test_no_duplicate_verdict_never_claims_a_nearest_label(catalogue, e5):
-    """The verdict's label is the strongest CSLS signal, which need not be the table's cosine top-1."""
+def test_no_duplicate_verdict_names_the_closest_label_and_the_threshold(catalogue, e5):
     store, ids = catalogue
     report = near_duplicates(store, e5, ids["冷蔵庫"])
-    assert not report.flag
+    assert not report.flag and report.score < report.threshold
     for lang in ("en", "ja"):
         text = report.message(lang)
-        assert report.nearest.name in text and f"{report.threshold:.1f}" in text
-    assert "Nearest" not in report.message("en") and "最も近い" not in report.message("ja")
-    assert "similarity" not in report.message("en")
+        assert report.nearest.name in text and f"{report.threshold:.3f}" in text and f"{report.score:.3f}" in text

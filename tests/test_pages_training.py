@@ -522,3 +522,31 @@ def test_train_page_offers_an_update_of_trained_classes_with_new_images(home, la
         (0, "new", [ids["cat"], ids["dog"]]), (1, "update", [ids["cat"]])]
     job = jobs.list_jobs(store, run_id=run["id"])[0]
     assert job["payload"]["kind"] == "update" and job["status"] == "queued"
+
+
+def test_predict_runs_the_model_once_per_image_and_streamlit_does_not_collect_after_every_run(home, monkeypatch):
+    """Issue 21 item 6: Predict took 1.6–4.5 s per image in the browser while the model took ~32 ms.
+    py-spy on the server showed the time after each run in Streamlit's post-run gc.collect(2) (452,701
+    objects: ~1 s holding the GIL on the build machine) and the model re-run on every rerun."""
+    import tomllib
+
+    import core.prediction
+
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert config["runner"]["postScriptGC"] is False
+    store = Store(home)
+    _finished_run(store, [[0.9]])
+    calls = []
+    answer = {"task": 0, "predictions": [{"label_id": 1, "name": "キズ", "canonical": "傷", "reading": "", "en": "",
+                                          "status": "trained", "score": 0.9, "cosine": 0.5}],
+              "rejected": False, "best": 0.6, "threshold": 0.35, "score": "prototype"}
+    monkeypatch.setattr(core.prediction, "predict_image", lambda *a, **k: calls.append(a[3]) or answer)
+    at = page("predict", home, SUPERVISOR, lang="en")
+    at.run()
+    at.file_uploader(key="pr_upload").upload("a.png", class_image("bird", 1), "image/png").run()
+    at.session_state["lang"] = "ja"
+    at.run()                                  # a rerun for something else: the answer is redrawn
+    assert not at.exception and len(calls) == 1
+    assert list(at.dataframe[0].value["ラベル"]) == ["キズ"]
+    at.file_uploader(key="pr_upload").upload("b.png", class_image("dog", 2), "image/png").run()
+    assert len(calls) == 2                    # a new image is predicted
