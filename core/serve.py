@@ -137,7 +137,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def _predict(bundle: Bundle, images: list[tuple[str, bytes]], limits: Limits, k: int) -> list[dict]:
+def _predict(bundle: Bundle, images: list[tuple[str, bytes]], limits: Limits, k: int,
+             store: Store | None = None) -> list[dict]:
+    import hashlib
+
     import numpy as np
 
     pixels = []
@@ -149,8 +152,16 @@ def _predict(bundle: Bundle, images: list[tuple[str, bytes]], limits: Limits, k:
         except BadImage as exc:
             raise ApiError(422, "bad_image", f"image {i} ({name}): {exc}", index=i) from None
     scores, fam, _ = bundle.run(np.stack(pixels))
+    preds = bundle.decide(scores, fam, k)
+    if store is not None:
+        try:
+            from core.deploy.predictions import record
+
+            record(store, bundle.manifest, "service", preds, [hashlib.sha256(d).hexdigest() for _, d in images])
+        except Exception:  # noqa: BLE001 - a full disk must not stop the line getting answers
+            log.exception("could not record predictions")
     out = []
-    for (name, _), pred in zip(images, bundle.decide(scores, fam, k)):
+    for (name, _), pred in zip(images, preds):
         d = pred.as_dict()
         for t in d["top"]:
             t["class"] = bundle.classes[t["index"]]["name"]
@@ -230,7 +241,7 @@ def create_app(holder: ModelHolder, store: Store, limits: Limits | None = None) 
         if len(images) > limits.max_batch:
             raise ApiError(413, "batch_too_large", f"{len(images)} images; the limit is {limits.max_batch} per request")
         k = max(1, min(int(k), len(bundle.classes)))
-        preds = await run_in_threadpool(_predict, bundle, images, limits, k)
+        preds = await run_in_threadpool(_predict, bundle, images, limits, k, store)
         return {"model": bundle.version, "predictions": preds}
 
     return app

@@ -256,6 +256,8 @@ MIGRATIONS: list[str] = [
     """,
     # 7: API tokens of the inference service (core/deploy/tokens.py): only the SHA-256 of each token is
     # kept (it is shown once, at creation), with its scope; revoked rows stay for the audit trail.
+    # predictions: what the line saw through a model bundle (core/deploy/predictions.py): the service and
+    # folder/watch inference record model version, best class, score, decision and source per image.
     """
     CREATE TABLE api_tokens (
         id INTEGER PRIMARY KEY,
@@ -269,6 +271,21 @@ MIGRATIONS: list[str] = [
         revoked_at TEXT,
         revoked_by TEXT
     );
+    CREATE TABLE predictions (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        run_id INTEGER,
+        task INTEGER,
+        model_version TEXT NOT NULL,
+        source TEXT NOT NULL,
+        label_id INTEGER,
+        class_name TEXT NOT NULL DEFAULT '',
+        score REAL,
+        familiarity REAL,
+        decision TEXT NOT NULL CHECK (decision IN ('class', 'unknown')),
+        sha256 TEXT
+    );
+    CREATE INDEX predictions_run_at ON predictions(run_id, at);
     """,
 ]
 

@@ -39,6 +39,9 @@ DETAIL_TITLES = {
     "sha256": "ap.detail.sha256", "source": "ap.detail.source", "split": "ap.detail.split",
     "status": "col.status", "status_before": "ap.detail.status_before", "task_idx": "ap.detail.task",
     "unmatched": "ap.detail.unmatched", "worker": "ap.detail.worker",
+    # model bundles and API tokens (core/deploy)
+    "task": "ap.detail.task", "version": "ap.detail.model_version", "images_checked": "ap.detail.images_checked",
+    "max_abs_diff": "ap.detail.max_abs_diff", "scope": "ap.detail.scope",
     # the Audit page's own filter, as audit.export records it
     "actor": "ap.actor", "action_prefix": "ap.action", "target_type": "ap.target_type",
     "since": "ap.detail.since", "until": "ap.detail.until", "text": "ap.text",

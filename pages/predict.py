@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import images, runs
 from core.prediction import predict_image
-from pages.model_bundle import bundle_download
+from pages.model_bundle import bundle_download, line_panel
 from pages.ui import page_context, run_action
 from pages.uploads import localise_uploader, upload_caps
 from pages.views import encoder_text, method_title, run_text, task_no
@@ -31,6 +31,7 @@ st.caption(ctx.md("pr.model_line", idx=task_no(done[-1]["idx"]), classes=len({i 
                  method=method_title(run["config"].get("method", "both"), ctx.lang),
                  encoder=encoder_text(run["encoder"], ctx.lang)))
 bundle_download(ctx, store, actor, run["id"], done[-1]["idx"], key="pr_bundle")
+line_panel(ctx, store, actor, run["id"], key="pr_line")
 k = st.slider(ctx.t("pr.top_k"), 1, 10, 5, key="pr_k")
 
 image_cap = upload_caps(store)["image"]

@@ -190,3 +190,32 @@ def test_cli_export_model_and_predict_folder(deployed, tmp_path):
     again = list(csv.DictReader(io.StringIO(proc.stdout)))
     by_file = {r["file"]: r["class"] for r in rows}
     assert [r["class"] for r in again] == [by_file[r["file"]] for r in again]
+
+
+def test_the_worker_exports_a_bundle_after_each_task_and_a_failed_export_leaves_the_task_done(tmp_path, monkeypatch):
+    from core import jobs, runs
+    from core.store import Store
+    from core.worker import Worker
+    from test_worker import make_labels
+
+    monkeypatch.setenv("SGCL_ENCODER", "tiny-test")
+    store = Store(tmp_path / "home")
+    ids = make_labels(store, ["cat", "dog", "bird"], per_label=6)
+    run = runs.create_run(store, REVIEWER, "w", config={"epochs": 1, "batch_size": 16})
+    runs.request_task(store, REVIEWER, run["id"], [ids["cat"], ids["dog"]])
+    worker = Worker(store, poll=0.1, stale_after=30)
+    assert worker.step() == "done"
+    path = store.home / "bundles" / str(run["id"]) / "0.zip"
+    assert Bundle.open(path).manifest["created_by"] == "system"
+
+    import core.deploy.bundle as exporter
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(exporter, "export_bundle", broken)
+    queued = runs.request_task(store, REVIEWER, run["id"], [ids["bird"]])
+    assert worker.step() == "done"
+    assert jobs.get_job(store, queued["job_id"])["status"] == "done"
+    assert not (store.home / "bundles" / str(run["id"]) / "1.zip").exists()
+    failed = [r for r in store.audit_rows("run", run["id"]) if r["action"] == "model.export_failed"]
+    assert len(failed) == 1 and "disk full" in str(failed[0]["details"])

@@ -11,7 +11,7 @@ from core.auth import Actor
 from core.deploy.tokens import check_token, TokenRefused
 from core.store import Store
 from tests.conftest import REPO, log_in_page
-from deploy_fixtures import deployed  # noqa: F401  (fixture)
+from deploy_fixtures import deployed, jpeg  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -61,3 +61,15 @@ def test_supervisors_download_the_bundle_experts_do_not(deployed, tmp_path, no_w
     assert "Download model bundle (task 2)" in [b.label for b in at.get("download_button")]
     at = _page(home, Actor("eri", "expert"), "pages/predict.py")
     assert not [b for b in at.get("download_button") if "bundle" in b.label]
+    assert any("No predictions from the inference service" in c.value for c in at.caption)
+
+    # predictions the service recorded show as counts per class and an unknown rate
+    from core.deploy.predictions import record
+    from core.runtime import Bundle
+
+    bundle = Bundle.open(deployed["bundle"])
+    preds = bundle.predict([jpeg(n, 60 + i) for i, n in enumerate(["cat", "dog", "bird", "cat"])])
+    record(Store(home), bundle.manifest, "service", preds, [None] * 4)
+    at = _page(home, Actor("sora", "supervisor"), "pages/history.py")
+    unknown = sum(p.unknown for p in preds)
+    assert any(c.value.startswith(f"4 images, {unknown} not a trained class") for c in at.caption)

@@ -86,6 +86,14 @@ def test_predictions_over_http_equal_the_runtime(service):
     for p, e in zip(got, expected):
         assert (p["best_class"], p["unknown"]) == (e.best_name, e.unknown)
         assert p["score"] == pytest.approx(e.score, abs=1e-6)
+    # what the line saw is recorded: 4 images, by model version, class and decision
+    from core.deploy.predictions import line_summary
+
+    summary = line_summary(store, ADMIN, bundle.manifest["model"]["run"])
+    assert summary["total"] == 4 and summary["sources"] == {"service": 4} and summary["versions"] == [bundle.version]
+    assert summary["unknown"] == sum(e.unknown for e in [expected[0], *expected])
+    known = [e.name for e in [expected[0], *expected] if not e.unknown]
+    assert {r["name"]: r["n"] for r in summary["per_class"]} == {n: known.count(n) for n in set(known)}
     models = client.get("/v1/models", headers=_bearer(token)).json()["models"][0]
     assert [c["name"] for c in models["classes"]] == ["cat", "dog", "bird"]
     assert client.get("/health").json()["model"] == bundle.version
