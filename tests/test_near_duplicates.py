@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from core import labels
-from core.auth import Actor
+from core.auth import SYSTEM, Actor
 from core.encoders import load_encoder
 from core.neighbours import CALIBRATED_THRESHOLDS, calibration_for, near_duplicates
 from core.store import Store, now_iso
@@ -34,7 +34,7 @@ def test_crack_is_not_a_duplicate_of_a_trained_scuff(tmp_path, use_m3):
     store = Store(tmp_path)
     scuff = labels.propose(store, REVIEWER, "すり傷")
     labels.approve(store, REVIEWER, scuff["id"])
-    labels.mark_trained(store, REVIEWER, [scuff["id"]])
+    labels.mark_trained(store, SYSTEM, [scuff["id"]])   # only the worker marks labels trained
     crack = labels.propose(store, REVIEWER, "ヒビ割れ")
     report = near_duplicates(store, use_m3, crack["id"])
     assert report.calibrated and not report.flag, report
