@@ -4,6 +4,7 @@ the trained classes" threshold, the configuration each task trained with; compar
 Tasks are numbered from 1 here, as everywhere people read them (the database counts from 0)."""
 from __future__ import annotations
 
+import json
 import math
 
 import altair as alt
@@ -71,10 +72,15 @@ def _matrix_chart(report: dict, value_title: str) -> alt.Chart:
         "n_text": f"n={c['n']}", "right": c["correct"], "interval": _interval(c), "enough": c["enough"]}
         for t, row in enumerate(cells_in) for u, c in enumerate(row) if c is not None])
     y_numbers, x_numbers = list(range(1, rows + 1)), [task_no(u) for u in cols]
+    # the rows of update tasks are labelled as such ("3 (update)"); json.dumps quotes the text safely
+    updates = json.dumps([task_no(t) for t, kind in enumerate(report["kinds"]) if kind == "update"])
+    update_mark = json.dumps(f" ({ctx.t('hi.kind.update')})", ensure_ascii=False)
     base = alt.Chart(cells).encode(
         x=alt.X("evaluated:O", title=ctx.t("hi.evaluated"), sort=x_numbers, scale=alt.Scale(domain=x_numbers),
                 axis=alt.Axis(labelAngle=0, orient="top")),
-        y=alt.Y("trained:O", title=ctx.t("hi.trained"), sort=y_numbers, scale=alt.Scale(domain=y_numbers)))
+        y=alt.Y("trained:O", title=ctx.t("hi.trained"), sort=y_numbers, scale=alt.Scale(domain=y_numbers),
+                axis=alt.Axis(labelExpr=f"indexof({updates}, datum.value) >= 0 ? datum.label + {update_mark} "
+                                        ": datum.label")))
     tooltip = [alt.Tooltip("trained:O", title=ctx.t("hi.trained")),
                alt.Tooltip("evaluated:O", title=ctx.t("hi.evaluated")),
                alt.Tooltip("value:Q", title=value_title, format=".1f"),
@@ -201,7 +207,8 @@ def _latest_model(report: dict, key: str) -> None:
                           for i, row in enumerate(latest["confusion"]) for j, count in enumerate(row)])
     cell = _cell(len(names), 18, 44, room=560)
     base = alt.Chart(frame).encode(
-        x=alt.X("chosen:N", title=ctx.t("hi.predicted"), sort=names, axis=alt.Axis(labelAngle=-40, labelLimit=120)),
+        x=alt.X("chosen:N", title=ctx.t("hi.predicted"), sort=names,
+                axis=alt.Axis(labelAngle=-45, labelAlign="right", labelLimit=120, labelOverlap=False)),
         y=alt.Y("true:N", title=ctx.t("hi.true_class"), sort=names, axis=alt.Axis(labelLimit=140)))
     tooltip = [alt.Tooltip("true:N", title=ctx.t("hi.true_class")), alt.Tooltip("chosen:N", title=ctx.t("hi.predicted")),
                alt.Tooltip("count:Q", title=ctx.t("hi.images"))]

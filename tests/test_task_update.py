@@ -151,3 +151,37 @@ def test_update_task_learns_only_the_new_images_and_history_counts_them(store):
     assert right == summary["correct"][2][0] + summary["correct"][2][1]
     done = [a for a in store.audit_rows("task", queued["task"]["id"]) if a["action"] == "task.done"]
     assert done and json.loads(json.dumps(done[-1]["details"]))["kind"] == "update"
+
+
+def test_migration_records_what_tasks_done_before_it_learned(tmp_path):
+    """A home from before migration 4: a done task's labels' train images uploaded before it finished
+    count as learned; one uploaded afterwards is new (an update may learn it)."""
+    import sqlite3
+
+    from core.store import MIGRATIONS, _split_sql
+
+    home = tmp_path / "old"
+    home.mkdir()
+    conn = sqlite3.connect(home / "sgcl.db")
+    for script in MIGRATIONS[:3]:
+        for statement in _split_sql(script):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO labels (id, name, name_key, status, created_by, created_at) VALUES (1, 'cat', 'cat', 'trained', 'x', 'x')")
+    for i, (split, at) in enumerate((("train", "2026-01-01T00:00:00+00:00"), ("holdout", "2026-01-01T00:00:00+00:00"),
+                                     ("train", "2026-01-01T00:00:05+00:00"), ("train", "2026-02-01T00:00:00+00:00")), 1):
+        conn.execute("INSERT INTO images (id, sha256, path, label_id, split, width, height, bytes, uploaded_by, "
+                     "uploaded_at) VALUES (?,?,?,?,?,?,?,?,?,?)", (i, f"s{i}", f"images/s{i}.png", 1, split, 8, 8, 1, "x", at))
+    conn.execute("INSERT INTO runs (id, name, encoder, config, created_by, created_at) VALUES (1, 'r', 'tiny-test', '{}', 'x', 'x')")
+    conn.execute("INSERT INTO tasks (id, run_id, idx, label_ids, status, created_at) VALUES (1, 1, 0, '[1]', 'done', 'x')")
+    conn.execute("INSERT INTO audit (at, actor, action, target_type, target_id) VALUES "
+                 "('2026-01-02T00:00:00+00:00', 'w', 'task.done', 'task', '1')")
+    conn.commit()
+    conn.close()
+    store = Store(home)
+    try:
+        assert {r["image_id"] for r in store.query("SELECT image_id FROM task_images")} == {1, 3}
+        assert runs.new_train_images(store, 1, [1]) == {1: [4]}
+        assert runs.list_tasks(store, 1)[0]["kind"] == "new"
+    finally:
+        store.close()
