@@ -181,6 +181,16 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
     for seed, (typed, _) in enumerate(LABELS):
         files = _make_images(tmp_path / "upload" / typed, typed, COLOURS[typed], seed)
         app.choose("img_label_ja", typed)
+        if seed == 0:
+            # Streamlit's own uploader texts ("Upload", "… per file") are replaced in Japanese
+            uploader_text = app.page.evaluate("""() => {
+                const root = document.querySelector('[class*="st-key-img_upload_files"]');
+                const after = (el) => el ? getComputedStyle(el, '::after').content : '';
+                return after(root.querySelector('button [data-testid="stMarkdownContainer"] p'))
+                     + ' ' + after(root.querySelector('[data-testid="stFileUploaderDropzoneInstructions"] span'));
+            }""")
+            assert "アップロード" in uploader_text and "MB まで" in uploader_text, uploader_text
+            app.shot("expert-uploader-in-japanese")
         app.upload("img_upload_files", files)
         app.click("img_add")
         _wait_for(lambda: store.query_one("SELECT COUNT(*) AS n FROM images WHERE label_id = ?",
@@ -300,14 +310,6 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
         state="visible", timeout=60_000)
     app.shot("predict-untrained-class")
     _assert_readable(app, "ja", "Predict")
-    # Streamlit's own uploader texts ("Upload", "… per file") are replaced in Japanese
-    uploader_text = app.page.evaluate("""() => {
-        const root = document.querySelector('.st-key-pr_upload');
-        const after = (el) => el ? getComputedStyle(el, '::after').content : '';
-        return after(root.querySelector('button [data-testid="stMarkdownContainer"] p'))
-             + ' ' + after(root.querySelector('[data-testid="stFileUploaderDropzoneInstructions"] span'));
-    }""")
-    assert "アップロード" in uploader_text and "MB まで" in uploader_text, uploader_text
 
     # 9. the same pages in English
     app.choose("lang", "English")
@@ -327,12 +329,15 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
     app.see("Log out")
     assert not app.page.get_by_text("Page not found").count()
     app.shot("en-labels-after-reload")
-    tab = app.page.context.new_page()
+    # a new tab: another browser context with this one's cookies (the HttpOnly session cookie included)
+    other = app.page.context.browser.new_context(storage_state=app.page.context.storage_state(),
+                                                 viewport={"width": 1400, "height": 1000}, locale="ja-JP")
+    tab = other.new_page()
     tab.goto(server.url + "/history")
     App(tab, server.url).idle()
     tab.locator("h1").filter(has_text="History").first.wait_for(state="visible")
     tab.screenshot(path=str(ARTIFACTS / "en-history-new-tab.png"), full_page=True)
-    tab.close()
+    other.close()
     trail = [(r["actor"], r["action"]) for r in store.query(
         "SELECT actor, action FROM audit WHERE action IN ('label.propose', 'label.approve', 'label.relink', "
         "'run.create', 'task.request', 'job.cancel') ORDER BY id")]
