@@ -19,7 +19,7 @@ from pages.ui import page_context, run_action
 from pages.views import local_time
 
 MB = settings_service.MB
-BYTE_SETTINGS = {k for k in settings_service.SPECS if k.endswith("_bytes")}
+BYTE_SETTINGS = {"upload_max_bytes": "adm.mb.upload_max_bytes", "upload_max_zip_bytes": "adm.mb.upload_max_zip_bytes"}
 
 
 def mb_to_bytes(typed: str):
@@ -129,7 +129,7 @@ with settings_tab:
             elif spec.kind == "str":
                 edited[key] = st.text_input(name, value=str(current[key]), key=f"setting_{key}")
             elif key in BYTE_SETTINGS:     # sizes are typed and shown in MB, stored in bytes
-                typed = st.text_input(ctx.t("adm.in_mb", name=name), value=f"{current[key] / MB:g}",
+                typed = st.text_input(ctx.t(BYTE_SETTINGS[key]), value=f"{current[key] / MB:g}",
                                       key=f"setting_{key}", help=ctx.t("adm.default", value=f"{spec.default() / MB:g} MB"))
                 edited[key] = mb_to_bytes(typed)
             else:

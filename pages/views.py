@@ -183,9 +183,9 @@ def lang_key(key: str, lang: str) -> str:
 
     from core.i18n import LANGS
 
-    mine = f"{key}@{lang}"
+    mine = f"{key}_{lang}"   # "_": Streamlit turns a key into the CSS class st-key-<key>
     if mine not in st.session_state:
-        for other in (f"{key}@{code}" for code in LANGS if code != lang):
+        for other in (f"{key}_{code}" for code in LANGS if code != lang):
             if other in st.session_state:
                 st.session_state[mine] = st.session_state[other]
                 break

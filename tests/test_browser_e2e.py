@@ -10,7 +10,9 @@ offers task 2 again at once, without a reload), trains it → History (numbered 
 forgetting) → four more images of キズ, learned by an update of the trained class (issue 17 item 3):
 task 3, a row of History marked as an update, whose cells name the images they rest on → Predict
 with an image of a class never trained → the same pages in English, where no
-visible text may be a raw message key or an internal id. Screenshots of every step go to
+visible text may be a raw message key or an internal id → a reload of /labels and a new tab stay in
+English and logged in (issue 21). The review shows example images, and an alias typed there lands on
+the label under review. Screenshots of every step go to
 test-artifacts/browser/.
 """
 from __future__ import annotations
@@ -180,7 +182,17 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
     app.nav(JA["nav_images"])
     for seed, (typed, _) in enumerate(LABELS):
         files = _make_images(tmp_path / "upload" / typed, typed, COLOURS[typed], seed)
-        app.choose("img_label", typed)
+        app.choose("img_label_ja", typed)
+        if seed == 0:
+            # Streamlit's own uploader texts ("Upload", "… per file") are replaced in Japanese
+            uploader_text = app.page.evaluate("""() => {
+                const root = document.querySelector('[class*="st-key-img_upload_files"]');
+                const after = (el) => el ? getComputedStyle(el, '::after').content : '';
+                return after(root.querySelector('button [data-testid="stMarkdownContainer"] p'))
+                     + ' ' + after(root.querySelector('[data-testid="stFileUploaderDropzoneInstructions"] span'));
+            }""")
+            assert "アップロード" in uploader_text and "MB まで" in uploader_text, uploader_text
+            app.shot("expert-uploader-in-japanese")
         app.upload("img_upload_files", files)
         app.click("img_add")
         _wait_for(lambda: store.query_one("SELECT COUNT(*) AS n FROM images WHERE label_id = ?",
@@ -199,7 +211,7 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
                   30, f"{typed} approved", server)
     yogore = proposed["ﾖｺﾞﾚ"]["id"]
     app.choose("review_pick", "ﾖｺﾞﾚ")
-    app.choose(f"relink_target_{yogore}", "異物")
+    app.choose(f"relink_target_{yogore}_ja", "異物")
     app.page.get_by_role("button", name=JA["relink"], exact=True).click()
     app.idle()
     _wait_for(lambda: label_service.get_label(store, yogore)["canonical"] == "異物", 30, "ﾖｺﾞﾚ re-linked", server)
@@ -207,6 +219,24 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
     app.see("ﾖｺﾞﾚ → 異物（承認済み）")                     # the line under the select box, drawn fresh
     app.shot("reviewer-relinked")
     _assert_readable(app, "ja", "Labels (reviewer)")
+
+    # 4b. the review shows the label's example images, and the alias goes to the label under review
+    # (issue 21: the alias form had its own picker, which stayed on #1 while the reviewer looked at #2)
+    sabi = proposed["ｻﾋﾞ"]["id"]
+    app.choose("review_pick", "キズ")
+    app.see(f"例の画像（全 {IMAGES_PER_LABEL} 枚）")
+    app.choose("review_pick", "ｻﾋﾞ")
+    app.see(f"「ｻﾋﾞ」の別名")
+    examples = app.page.locator('[data-testid="stMain"] [data-testid="stImage"] img, '
+                                '[data-testid="stMain"] [data-testid="stImageContainer"] img')
+    _wait_for(lambda: examples.count() >= IMAGES_PER_LABEL, 30, "the example images of ｻﾋﾞ", server)
+    app.fill(f"alias_text_{sabi}", "赤サビ", commit=False)
+    app.page.get_by_role("button", name="別名を追加", exact=True).first.click()
+    app.idle()
+    _wait_for(lambda: [a["text"] for a in label_service.aliases(store, sabi)] == ["赤サビ"], 30,
+              "the alias on ｻﾋﾞ", server)
+    assert label_service.aliases(store, proposed["キズ"]["id"]) == []
+    app.shot("reviewer-example-images-and-alias")
 
     # 5. a run, task 1 with a reload while it trains
     app.nav(JA["nav_train"])
@@ -286,7 +316,7 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
     kizu = proposed["キズ"]["id"]
     app.nav(JA["nav_images"])
     more = _make_images(tmp_path / "upload-more" / "キズ", "キズ追加", COLOURS["キズ"], 40, n=4)
-    app.choose("img_label", "キズ")
+    app.choose("img_label_ja", "キズ")
     app.upload("img_upload_files", more)
     app.click("img_add")
     _wait_for(lambda: store.query_one("SELECT COUNT(*) AS n FROM images WHERE label_id = ?", (kizu,))["n"]
@@ -348,6 +378,23 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
             app.see("Confusion matrix of the latest model").scroll_into_view_if_needed()
         app.shot(f"en-{title.lower()}")
         _assert_readable(app, "en", f"{title} (English)")
+    # the language is the reviewer's: kept over a reload of a bookmarked page and in a new tab
+    # (issue 21: lost on every reload; /labels answered "Page not found" while logged in)
+    app.page.goto(server.url + "/labels")
+    app.idle()
+    app.page.locator("h1").filter(has_text="Labels").first.wait_for(state="visible")
+    app.see("Log out")
+    assert not app.page.get_by_text("Page not found").count()
+    app.shot("en-labels-after-reload")
+    # a new tab: another browser context with this one's cookies (the HttpOnly session cookie included)
+    other = app.page.context.browser.new_context(storage_state=app.page.context.storage_state(),
+                                                 viewport={"width": 1400, "height": 1000}, locale="ja-JP")
+    tab = other.new_page()
+    tab.goto(server.url + "/history")
+    App(tab, server.url).idle()
+    tab.locator("h1").filter(has_text="History").first.wait_for(state="visible")
+    tab.screenshot(path=str(ARTIFACTS / "en-history-new-tab.png"), full_page=True)
+    other.close()
     trail = [(r["actor"], r["action"]) for r in store.query(
         "SELECT actor, action FROM audit WHERE action IN ('label.propose', 'label.approve', 'label.relink', "
         "'run.create', 'task.request', 'job.cancel') ORDER BY id")]

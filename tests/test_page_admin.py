@@ -94,7 +94,7 @@ def test_upload_limits_are_shown_and_typed_in_megabytes(home):
     """Issue 21 point 5: the settings showed raw byte counts (20971520)."""
     at = _admin_page(home, "en")
     box = at.text_input(key="setting_upload_max_bytes")
-    assert box.value == "20" and "(MB)" in box.label
+    assert box.value == "20" and box.label == "Upload limit (per file, MB)" and "bytes" not in box.label
     assert at.text_input(key="setting_upload_max_zip_bytes").value == "1024"
     box.input("30")
     at.button[[b.label for b in at.button].index("Save settings")].click().run()

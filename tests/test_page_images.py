@@ -72,7 +72,7 @@ def test_reviewer_moves_and_deletes_with_audit(tmp_path):
     at = _page(tmp_path, Actor("rei", "reviewer"), lang="en")
     at.run()
     assert not at.exception
-    assert [o for o in at.selectbox(key="img_label@en").options if "old" in o] == []   # retired: no uploads
+    assert [o for o in at.selectbox(key="img_label_en").options if "old" in o] == []   # retired: no uploads
     assert (tmp_path / "cache" / "thumbs").is_dir() and len(list((tmp_path / "cache" / "thumbs").iterdir())) == 3
     at.checkbox(key=f"img_sel_{a.image_id}").check().run()
     assert at.selectbox(key="img_move_target").options == ["#2 dog"]   # open labels other than this one

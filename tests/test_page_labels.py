@@ -98,7 +98,7 @@ def test_reviewer_relinks_a_wrong_match_with_version_check(tmp_path):
     at.run()
     assert not at.exception
     assert any("Current term: 浮き" in c.value for c in at.caption)
-    target = at.selectbox(key=f"relink_target_{label['id']}@en")
+    target = at.selectbox(key=f"relink_target_{label['id']}_en")
     assert target.value == "__new__"                         # the default is a new term from the name
     labels.rename(store, REVIEWER, label["id"], "飛行機", keep_entry=True)     # someone else saves first
     [b for b in at.button if b.label == "Change term"][0].click().run()
@@ -211,18 +211,18 @@ def test_switching_to_english_translates_the_status_chips_and_keeps_the_choices(
     label = labels.propose(store, EXPERT, "ヒビ割れ")
     at = _page("labels.py", tmp_path, REVIEWER, lang="ja")
     at.run()
-    chips = at.multiselect(key="status_filter@ja")
+    chips = at.multiselect(key="status_filter_ja")
     chips.set_value(["proposed", "retired"]).run()
-    relink = at.selectbox(key=f"relink_target_{label['id']}@ja")
+    relink = at.selectbox(key=f"relink_target_{label['id']}_ja")
     assert relink.value == "__new__" and "新しい用語" in relink.format_func(relink.value)
     at.session_state["lang"] = "en"
     at.run()
     assert not at.exception, at.exception
-    chips = at.multiselect(key="status_filter@en")
+    chips = at.multiselect(key="status_filter_en")
     assert chips.value == ["proposed", "retired"]                       # the choice survived the switch
     assert not [o for o in chips.proto.options if any("\u3040" <= ch <= "\u30ff" for ch in o)]   # no kana left
     assert [chips.format_func(v) for v in chips.value] == [labels_t("status.proposed"), labels_t("status.retired")]
-    relink = at.selectbox(key=f"relink_target_{label['id']}@en")
+    relink = at.selectbox(key=f"relink_target_{label['id']}_en")
     assert relink.value == "__new__" and relink.format_func(relink.value).startswith(labels_t("lp.relink_new", name="ヒビ割れ")[:5])
     assert "新しい用語" not in " ".join(relink.proto.options)
 
