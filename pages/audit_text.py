@@ -16,7 +16,7 @@ from pages.views import config_value, field_title, label_text, pct, status_title
 # Titles of detail items (the keyword arguments services pass to ``Store.audit``). An item without
 # one shows its name with spaces (a new service's detail is still readable, just not translated).
 DETAIL_TITLES = {
-    "acc": "ap.detail.acc", "added": "ap.detail.added", "after": "ap.detail.after", "alias": "ap.detail.alias",
+    "acc": "ap.detail.acc", "glossary": "ap.detail.glossary", "added": "ap.detail.added", "after": "ap.detail.after", "alias": "ap.detail.alias",
     "aliases": "ap.detail.aliases", "attempt": "ap.detail.attempt", "attempts": "ap.detail.attempts",
     "batch": "ap.detail.batch", "before": "ap.detail.before", "bootstrap": "ap.detail.bootstrap",
     "canonical": "col.canonical", "changed": "ap.detail.changed", "changes": "ap.detail.changes",

@@ -298,10 +298,10 @@ def test_admin_page_edits_settings_with_validation(tmp_path):
     assert any("between" in e.value for e in at.error)
     assert settings.get(store, "holdout_fraction") == 0.2         # nothing saved
     at.text_input(key="setting_holdout_fraction").input("0.25")
-    at.text_input(key="setting_upload_max_bytes").input("5000000")
+    at.text_input(key="setting_upload_max_bytes").input("5")            # typed in MB (issue 21)
     [b for b in at.button if b.label == "Save settings"][0].click().run()
     assert not at.exception and not at.error
-    assert settings.get(store, "holdout_fraction") == 0.25 and settings.get(store, "upload_max_bytes") == 5_000_000
+    assert settings.get(store, "holdout_fraction") == 0.25 and settings.get(store, "upload_max_bytes") == 5 * 1024 * 1024
 
 
 def test_admin_page_refuses_non_admins(tmp_path):
