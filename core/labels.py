@@ -102,7 +102,7 @@ def alias_owner(store: Store, name: str, exclude_id: int | None = None) -> dict 
         return None
     marks = ",".join("?" * len(ACTIVE))
     for row in store.query(
-            f"SELECT a.text, a.label_id FROM label_aliases a JOIN labels l ON l.id = a.label_id "  # nosec B608 - "?" marks only
+            "SELECT a.text, a.label_id FROM label_aliases a JOIN labels l ON l.id = a.label_id "  # nosec B608  # ? placeholders only
             f"WHERE l.status IN ({marks}) AND l.id IS NOT ? ORDER BY a.id", (*ACTIVE, exclude_id)):
         if basic_key(row["text"]) == key:
             return get_label(store, row["label_id"])

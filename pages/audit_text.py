@@ -16,7 +16,7 @@ from pages.views import config_value, field_title, label_text, pct, status_title
 # Titles of detail items (the keyword arguments services pass to ``Store.audit``). An item without
 # one shows its name with spaces (a new service's detail is still readable, just not translated).
 DETAIL_TITLES = {
-    "acc": "ap.detail.acc", "glossary": "ap.detail.glossary", "added": "ap.detail.added", "after": "ap.detail.after", "alias": "ap.detail.alias",
+    "acc": "ap.detail.acc", "added": "ap.detail.added", "after": "ap.detail.after", "alias": "ap.detail.alias",
     "aliases": "ap.detail.aliases", "attempt": "ap.detail.attempt", "attempts": "ap.detail.attempts",
     "batch": "ap.detail.batch", "before": "ap.detail.before", "bootstrap": "ap.detail.bootstrap",
     "canonical": "col.canonical", "changed": "ap.detail.changed", "changes": "ap.detail.changes",
@@ -31,7 +31,7 @@ DETAIL_TITLES = {
     "images": "ap.detail.images", "into": "ap.detail.into", "job_id": "ap.detail.job_id", "kind": "ap.detail.kind",
     "label_id": "ap.detail.label_id", "label_ids": "ap.detail.label_ids", "labels": "ap.detail.labels",
     "links": "ap.detail.links", "locked": "ap.detail.locked", "match": "ap.detail.match", "name": "ap.detail.name",
-    "new_entries": "ap.detail.new_entries", "notes": "ap.detail.notes", "notes_ja": "ap.detail.notes_ja", "original_name": "ap.detail.original_name",
+    "new_entries": "ap.detail.new_entries", "notes": "ap.detail.notes", "notes_ja": "ap.detail.notes_ja", "glossary": "ap.detail.glossary", "original_name": "ap.detail.original_name",
     "os_user": "ap.detail.os_user", "overrides": "ap.detail.overrides", "path": "ap.detail.path",
     "payload": "ap.detail.payload", "pid": "ap.detail.pid", "proposed": "ap.detail.proposed",
     "reading": "col.reading", "reason": "ap.detail.reason", "role": "ap.detail.role", "rows": "ap.detail.rows",
