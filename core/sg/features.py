@@ -14,15 +14,20 @@ with augmentation picks a random view per sample per epoch.
 ``slug`` encodes the model's cache version, input size, split point and view count, so a different
 backbone, weights file, input size or split never reads another's entries (invalidation by version).
 Writes go to a temp file that is renamed into place (``os.replace`` is atomic), so a reader sees a
-whole entry or none; a corrupt entry (e.g. a disk error) is treated as missing and recomputed.
+whole entry or none. Reading trusts nothing in the file: only a regular file is opened (never a FIFO,
+device or symlink, so a read cannot hang), the ``.npy`` header is bounded in size, and the entry must be
+float16 of exactly this cache's shape and finite; anything else (a torn write, a disk error, a file put
+there by hand) is treated as missing and recomputed.
 
 Pure torch/numpy + files: no SQLite, no Streamlit.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import re
+import stat
 import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +42,8 @@ from .data import ImageSource, decode_image, normalize_batch
 __all__ = ["PrefixFeatureCache", "make_views", "MAX_VIEWS"]
 
 MAX_VIEWS = 4
+_MAX_HEADER = 1024          # a real entry's .npy header is 128 bytes
+_ENTRY_SHAPES: dict[str, tuple[int, ...]] = {}   # slug → the (V, …) shape of its entries
 
 
 def make_views(images: torch.Tensor, views: int, seeds: Sequence[int]) -> list[torch.Tensor]:
@@ -91,12 +98,24 @@ class PrefixFeatureCache:
     def missing(self, keys: Sequence[str]) -> list[str]:
         return [k for k in keys if not self.has(k)]
 
+    @property
+    def entry_shape(self) -> tuple[int, ...]:
+        """The (V, …) shape every entry of this cache has (found once by running the prefix on a blank
+        image)."""
+        if self.slug not in _ENTRY_SHAPES:
+            size = self.model.input_size
+            param = next(iter(self.model.parameters()), None)
+            device = param.device if param is not None else "cpu"
+            with torch.no_grad():
+                out = self.model.prefix(torch.zeros(1, 3, size, size, device=device))
+            _ENTRY_SHAPES[self.slug] = (self.views, *out.shape[1:])
+        return _ENTRY_SHAPES[self.slug]
+
     def read(self, key: str) -> torch.Tensor | None:
-        """The cached (V, …) float16 tensor, or None when absent or unreadable."""
-        try:
-            return torch.from_numpy(np.load(self.path(key), allow_pickle=False))
-        except (OSError, ValueError, EOFError):
-            return None
+        """The cached (V, …) float16 tensor, or None when absent or not a whole, finite entry of this
+        cache's shape."""
+        array = _read_entry(self.path(key), self.entry_shape)
+        return None if array is None else torch.from_numpy(array)
 
     # ---- computing --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -171,13 +190,13 @@ class PrefixFeatureCache:
         arrays = []
         for key, src in items:
             value = self.read(key)
-            if value is None or value.shape[0] < self.views:   # vanished or corrupt: recompute once
-                self.path(key).unlink(missing_ok=True)
+            if value is None:   # vanished or damaged: recompute once
+                _remove(self.path(key))
                 self.compute([(key, src)], device)
                 value = self.read(key)
                 if value is None:
                     raise OSError(f"feature cache entry {key} cannot be read back")
-            arrays.append(value[: self.views])
+            arrays.append(value)
         return torch.stack(arrays)
 
     def disk_usage(self) -> tuple[int, int]:
@@ -186,8 +205,62 @@ class PrefixFeatureCache:
         return len(files), sum(f.stat().st_size for f in files)
 
 
+def _read_entry(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The float16 array of ``shape`` stored at ``path``, or None for anything else."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)   # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
+    except OSError:
+        return None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            if fh.read(6) != b"\x93NUMPY":
+                return None
+            major = fh.read(2)[:1]
+            width = {b"\x01": 2, b"\x02": 4, b"\x03": 4}.get(major)
+            if width is None:
+                return None
+            length = int.from_bytes(fh.read(width), "little")
+            if length > _MAX_HEADER:
+                return None
+            header = ast.literal_eval(fh.read(length).decode("latin1"))
+            if not (isinstance(header, dict) and np.dtype(header.get("descr")) == np.float16
+                    and header.get("fortran_order") is False and tuple(header.get("shape", ())) == shape):
+                return None
+            count = int(np.prod(shape))
+            data = fh.read(2 * count + 1)
+            if len(data) != 2 * count:           # torn (short) or with trailing bytes
+                return None
+            array = np.frombuffer(data, dtype="<f2").reshape(shape).astype(np.float16)
+        except (OSError, ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return None
+    return array if np.isfinite(array).all() else None
+
+
+def _remove(path: Path) -> None:
+    """Make room for a recomputed entry, whatever is at ``path`` (a file, FIFO, link or directory)."""
+    import shutil
+
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir() and not path.is_symlink():   # os.replace cannot replace a directory
+        _remove(path)
     fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
