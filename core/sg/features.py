@@ -11,8 +11,9 @@ image as evaluated (resize + centre crop), view 1 its mirror image, views 2–3 
 by a random crop of 1/8 of the side (seeded by the key, so a cache entry is reproducible).  Training
 with augmentation picks a random view per sample per epoch.
 
-``slug`` encodes the model's cache version, input size, split point and view count, so a different
-backbone, weights file, input size or split never reads another's entries (invalidation by version).
+``slug`` encodes the model's cache version, input size, split point, view count and the engine that
+computes the prefix (fp32, bf16 or int8: core/sg/prefix_engine.py), so a different backbone, weights
+file, input size, split or precision never reads another's entries (invalidation by version).
 Writes go to a temp file that is renamed into place (``os.replace`` is atomic), so a reader sees a
 whole entry or none. Reading trusts nothing in the file: only a regular file is opened (never a FIFO,
 device or symlink, so a read cannot hang), the ``.npy`` header is bounded in size, and the entry must be
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from .data import ImageSource, decode_image, normalize_batch
+from .prefix_engine import INT8_RECIPE, PrefixRunner, choose_engine
 
 __all__ = ["PrefixFeatureCache", "make_views", "MAX_VIEWS"]
 
@@ -72,19 +74,47 @@ class PrefixFeatureCache:
     """Prefix outputs of ``model`` (a ``SplitImageModel`` with a frozen prefix) for keyed images."""
 
     def __init__(self, root: str | os.PathLike, model, model_version: str, views: int = 1,
-                 decode_workers: int = 2, batch_size: int = 64):
+                 decode_workers: int = 2, batch_size: int = 64, engine: str | None = None,
+                 device: str | torch.device = "cpu"):
+        """``engine``: fp32, bf16, int8 or auto (None: ``SGCL_PREFIX_ENGINE``, else auto); one this
+        machine cannot run well falls back to the next (core/sg/prefix_engine.py). ``device``: where
+        the entries will be computed (a GPU always uses fp32)."""
         if not 1 <= views <= MAX_VIEWS:
             raise ValueError(f"views must be in 1..{MAX_VIEWS}")
         self.model = model
+        self.model_version = model_version
         self.views = int(views)
         self.decode_workers = int(decode_workers)
         self.batch_size = int(batch_size)
+        self.engine = choose_engine(model, engine, device)
+        self.device = torch.device(device)
+        self._runner: PrefixRunner | None = None
         k = getattr(model, "k", None)
         raw = f"{model_version}|size={model.input_size}|k={k}|views={self.views}"
+        tag = ""
+        if self.engine != "fp32":     # fp32 keeps the key it had before engines existed
+            tag = f"-{self.engine}" + (INT8_RECIPE if self.engine == "int8" else "")
+            raw += f"|engine={tag[1:]}"
         readable = re.sub(r"[^A-Za-z0-9._-]+", "_", model_version)[:60]
-        self.slug = f"{readable}-s{model.input_size}-k{k}-v{self.views}-{hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()[:10]}"
+        digest = hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()[:10]
+        self.slug = f"{readable}-s{model.input_size}-k{k}-v{self.views}{tag}-{digest}"
         self.dir = Path(root) / self.slug
         self.computed = 0   # entries this instance wrote (a warm cache computes none)
+
+    @property
+    def runner(self) -> PrefixRunner:
+        """What computes this cache's entries (built on first use: the int8 engine takes a while once)."""
+        if self._runner is None:
+            self._runner = PrefixRunner(self.model, self.engine, self.model_version)
+        return self._runner
+
+    @torch.no_grad()
+    def prefix_of(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, …) float32 prefix output (on the CPU) of uint8 images (B, 3, S, S), computed with this
+        cache's engine and not stored: what an entry's view 0 would hold, for an image that is not kept
+        (Predict)."""
+        x = normalize_batch(images.to(self.device), self.model.mean, self.model.std)
+        return self.runner(x).float().cpu().to(torch.float16).float()
 
     # ---- paths and reading ------------------------------------------------------------------------
     def path(self, key: str) -> Path:
@@ -174,7 +204,7 @@ class PrefixFeatureCache:
         outs = []
         for view in make_views(images, self.views, seeds):
             x = normalize_batch(view.to(device), self.model.mean, self.model.std)
-            outs.append(self.model.prefix(x).float().cpu().to(torch.float16))
+            outs.append(self.runner(x).float().cpu().to(torch.float16))
         stacked = torch.stack(outs, 1).numpy()   # (B, V, …)
         for key, array in zip(keys, stacked):
             _atomic_save(self.path(key), array)
