@@ -5,6 +5,7 @@ instructions."""
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -119,3 +120,26 @@ def test_int8_features_of_real_photos_are_close_to_fp32(lite0, no_env, tmp_path)
     fp32 = PrefixFeatureCache(tmp_path, model, encoder.image_version, engine="fp32")
     cos = F.cosine_similarity(int8.prefix_of(images), fp32.prefix_of(images), dim=1)
     assert cos.min() > 0.98, cos
+
+
+@pytest.mark.skipif(not supported("int8"), reason="this CPU has no VNNI (or onnxruntime is missing): int8 is not used")
+def test_the_int8_model_is_built_once_where_it_can_be_written(monkeypatch, tmp_path, lite0):
+    from core.sg.prefix_engine import PrefixRunner, engine_dir
+
+    encoder, model = lite0
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("SGCL_ENGINE_CACHE", str(blocked / "engines"))   # cannot be created
+    monkeypatch.setattr(prefix_engine, "_SESSIONS", {})
+    built = []
+    real = prefix_engine._int8_model
+    monkeypatch.setattr(prefix_engine, "_int8_model", lambda m, path, *a: built.append(path) or real(m, path, *a))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    runner = PrefixRunner(model, "int8", encoder.image_version)
+    assert built and built[0].parent == tmp_path / "tmp" / f"sgcl-engines-{os.getuid()}"
+    assert built[0].is_file() and engine_dir() == blocked / "engines"
+    x = torch.zeros(2, 3, 224, 224)
+    assert runner(x).shape == (2, 1280)
+    PrefixRunner(model, "int8", encoder.image_version)            # the session is shared, not rebuilt
+    assert len(built) == 1

@@ -111,8 +111,18 @@ class PrefixRunner:
             import onnxruntime as ort
 
             name = f"{_safe(version)}-{_model_tag(model)}-int8{INT8_RECIPE}-ort{ort.__version__}.onnx"
-            path = Path(workdir) if workdir is not None else engine_dir()
-            path = path / name
+            folder = Path(workdir) if workdir is not None else engine_dir()
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                writable = os.access(folder, os.W_OK)
+            except OSError:
+                writable = False
+            if not writable:   # a service account without a home: the temp folder instead
+                import tempfile
+
+                uid = os.getuid() if hasattr(os, "getuid") else 0
+                folder = Path(tempfile.gettempdir()) / f"sgcl-engines-{uid}"
+            path = folder / name
             with _LOCK:
                 session = _SESSIONS.get(str(path))
             if session is None:
