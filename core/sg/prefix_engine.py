@@ -18,7 +18,6 @@ fp32 per data set: ``python bench/prefix_accuracy.py``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -284,8 +283,3 @@ def _static_padding(net: torch.nn.Module, example: torch.Tensor) -> torch.nn.Mod
         if not torch.allclose(net(probe), original(probe), atol=1e-4, rtol=1e-4):
             raise RuntimeError("static padding changed the prefix")
     return net
-
-
-def file_digest(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()[:10]
