@@ -31,8 +31,12 @@ def cache_for(store: Store, encoder, model, views: int):
 
     if encoder.image_version is None:
         return None
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else "cpu"
+    # the engine (fp32 / bf16 / int8) is the fastest this machine runs well, or SGCL_PREFIX_ENGINE;
+    # it is part of the cache's slug, so features of two precisions never mix
     return PrefixFeatureCache(features_root(store), model, encoder.image_version, views=views,
-                              decode_workers=2)
+                              decode_workers=2, device=device)
 
 
 def image_items(store: Store, rows: list[dict]) -> list[tuple[str, str]]:

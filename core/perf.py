@@ -6,7 +6,7 @@ EfficientNet-Lite0 prefix ran at 8.4 img/s (batch 64, 224 px, channels-last) wit
 27.6 img/s after raising the mmap threshold to 1 GiB and disabling heap trimming (the same effect as the
 ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` environment variables, which only act at process
 start). The cost: freed memory stays with the process for reuse instead of going back to the OS.
-Reproduce: ``python bench/prefix_speed.py``.
+Reproduce: ``python bench/prefix_speed.py --engines fp32-glibc,fp32``.
 """
 from __future__ import annotations
 

@@ -105,7 +105,10 @@ def _inputs(store: Store, learner, encoder, data: bytes) -> torch.Tensor:
         array = decode_image(data, learner.model.input_size, formats=PLUGINS)
     except Exception:
         raise UserError("images.not_image") from None
-    return learner.prefix_features(torch.from_numpy(array).unsqueeze(0))
+    images = torch.from_numpy(array).unsqueeze(0)
+    if cache is not None:   # the cache's engine (fp32/bf16/int8): what the cached images were given
+        return cache.prefix_of(images)
+    return learner.prefix_features(images)
 
 
 def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> dict:

@@ -60,7 +60,13 @@ def test_the_cache_entry_is_the_frozen_prefix_of_the_image(home):
         expected = model.prefix(x)[0]
     cached = cache.read(row["sha256"])
     assert cached.shape == (1, *expected.shape)
-    assert torch.allclose(cached[0].float(), expected, atol=2e-2)   # stored in float16
+    if cache.engine == "fp32":
+        assert torch.allclose(cached[0].float(), expected, atol=2e-2)   # stored in float16
+    else:   # this CPU's faster engine (bf16 / int8, tests/test_prefix_engine.py): close to fp32
+        assert torch.nn.functional.cosine_similarity(cached[0].float(), expected, dim=0) > 0.97
+    # Predict computes an uncached image with the same engine: the entry's view 0, as stored
+    image = torch.from_numpy(decode_image(str(home.home / row["path"]), model.input_size))[None]
+    assert torch.allclose(cache.prefix_of(image)[0], cached[0].float(), atol=2e-2)
 
 
 def test_a_damaged_entry_is_never_used_and_is_recomputed(home, tmp_path):
