@@ -39,14 +39,15 @@ def _flags(monkeypatch, flags):
 def test_a_cpu_without_the_instructions_falls_back_to_fp32(monkeypatch, lite0, no_env):
     _, model = lite0
     _flags(monkeypatch, {"sse4_2", "avx2", "fma"})               # an older x86 CPU
-    assert choose_engine(model) == "fp32"
+    assert choose_engine(model, "fast") == "fp32"
     assert choose_engine(model, "int8") == "fp32"                # asked for, not run badly
     assert choose_engine(model, "bf16") == "fp32"
     _flags(monkeypatch, {"avx512f", "avx512_bf16"})               # bf16 dot products, no VNNI
-    assert choose_engine(model) == "bf16"
+    assert choose_engine(model, "fast") == "bf16"
     assert choose_engine(model, "int8") == "bf16"
     _flags(monkeypatch, VNNI)
-    assert choose_engine(model) == "int8"
+    assert choose_engine(model, "fast") == "int8"
+    assert choose_engine(model) == "fp32"       # the default: the prefix the exported bundle runs
     assert choose_engine(model, "bf16") == "bf16"
     assert choose_engine(model, "fp32") == "fp32"
     assert choose_engine(model, device="cuda") == "fp32"          # a GPU runs the torch model

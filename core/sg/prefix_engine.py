@@ -11,8 +11,12 @@ Engines (each cached under its own key, so features of two engines never mix —
   (``prefix_net``) are exported. The quantised model is built once per backbone version and kept
   in the user's cache folder (:func:`engine_dir`), shared by every data home of the machine.
 
-``auto`` (the default; ``SGCL_PREFIX_ENGINE`` overrides it) picks the fastest engine this CPU and model
-support, and ``fp32`` on a GPU. Measured side by side: ``python bench/prefix_speed.py``; accuracy against
+``auto`` (the default; ``SGCL_PREFIX_ENGINE`` overrides it) is ``fp32``: the exported model bundle
+(core/deploy) runs the float32 prefix, and the app must answer exactly as the bundle it hands to the
+line does, so the features a head is fitted on come from the same prefix. ``fast`` picks the fastest
+engine this CPU and model support (int8 ≈ 5.8× plain fp32 here, see docs/results.md), for experiments
+and for sites that accept that their bundles differ slightly from the app (int8 moved head accuracy
+by up to 1.4 points on the shared subsets). Always ``fp32`` on a GPU. Measured side by side: ``python bench/prefix_speed.py``; accuracy against
 fp32 per data set: ``python bench/prefix_accuracy.py``.
 """
 from __future__ import annotations
@@ -73,14 +77,14 @@ def supported(engine: str, model=None) -> bool:
 
 
 def choose_engine(model, requested: str | None = None, device: str | torch.device = "cpu") -> str:
-    """The engine to use: ``requested`` (or ``SGCL_PREFIX_ENGINE``, else ``auto``) when this machine
-    supports it, else the next best that it does (int8 → bf16 → fp32)."""
+    """The engine to use: ``requested`` (or ``SGCL_PREFIX_ENGINE``, else ``auto`` = fp32) when this
+    machine supports it, else the next best that it does (int8 → bf16 → fp32); ``fast``: the best."""
     requested = (requested or os.environ.get("SGCL_PREFIX_ENGINE") or "auto").strip().lower()
-    if requested not in ENGINES + ("auto",):
-        raise ValueError(f"unknown prefix engine {requested!r}; choose one of {', '.join(ENGINES)} or auto")
-    if torch.device(device).type != "cpu":
+    if requested not in ENGINES + ("auto", "fast"):
+        raise ValueError(f"unknown prefix engine {requested!r}; choose one of {', '.join(ENGINES)}, auto or fast")
+    if torch.device(device).type != "cpu" or requested == "auto":
         return "fp32"
-    order = list(reversed(ENGINES)) if requested == "auto" else list(reversed(ENGINES[:ENGINES.index(requested) + 1]))
+    order = list(reversed(ENGINES)) if requested == "fast" else list(reversed(ENGINES[:ENGINES.index(requested) + 1]))
     return next(e for e in order if supported(e, model))
 
 
