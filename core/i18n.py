@@ -80,7 +80,9 @@ def escape_markdown(text: str) -> str:
     fetching the picture, ``[Session expired](http://…)`` is not a link. Line breaks become spaces."""
     text = str(text).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
     text = _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
-    text = _AUTOLINK.sub(lambda m: "\\" + m.group(0), text)
+    # a backslash before "://" is not enough: Streamlit's renderer still turned "http\://host" into a
+    # live link (seen in the real browser); an invisible word joiner breaks the autolink pattern itself
+    text = _AUTOLINK.sub(lambda m: m.group(0) + "\u2060", text)
     return _LINE_START.sub(r"\\\1", text)
 
 

@@ -237,6 +237,18 @@ def _flow(app: App, store: Store, server: StreamlitServer, tmp_path: Path) -> No
               "the alias on ｻﾋﾞ", server)
     assert label_service.aliases(store, proposed["キズ"]["id"]) == []
     app.shot("reviewer-example-images-and-alias")
+    # user text is shown as typed, never as live Markdown (issue 21 F3): an alias that would be an image
+    # fetched from another host and a link makes neither an <img> nor an <a> in the reviewer's browser
+    trap = "![t](http://127.0.0.1:9/x.png) [再ログイン](http://127.0.0.1:9/login)"
+    app.fill(f"alias_text_{sabi}", trap, commit=False)
+    app.page.get_by_role("button", name="別名を追加", exact=True).first.click()
+    app.idle()
+    _wait_for(lambda: trap in [a["text"] for a in label_service.aliases(store, sabi)], 30, "the Markdown alias", server)
+    app.see("127.0.0.1:9/x.png")
+    main = app.page.locator('[data-testid="stMain"]')
+    assert main.locator('img[src*="127.0.0.1:9"]').count() == 0
+    assert main.locator('a[href*="127.0.0.1"]').count() == 0
+    app.shot("reviewer-markdown-alias-shown-as-typed")
 
     # 5. a run, task 1 with a reload while it trains
     app.nav(JA["nav_train"])
