@@ -86,7 +86,7 @@ def _inputs(store: Store, learner, encoder, data: bytes) -> torch.Tensor:
         if cached is not None:
             return cached[:1].float()
     try:
-        array = decode_image(data, learner.model.input_size)
+        array = decode_image(data, learner.model.input_size, getattr(learner.model, "resize", "crop"))
     except Exception:
         raise UserError("images.not_image") from None
     return learner.prefix_features(torch.from_numpy(array).unsqueeze(0))

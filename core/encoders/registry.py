@@ -81,6 +81,13 @@ def _effnet(name: str, arch: str, package: str, size: int):
     return load
 
 
+def _whole_image(name: str, size: int, pool: str, tile: int = 0, stride: int = 0):
+    def load():
+        from core.encoders.backbones import whole_image_backbone
+        return whole_image_backbone(name, "tf_efficientnet_lite0", "lite0", size, pool, tile, stride)
+    return load
+
+
 def _scratch():
     from core.encoders.backbones import scratch_backbone
     return scratch_backbone(input_size=32, width=32)
@@ -110,6 +117,14 @@ BACKBONES: dict[str, BackboneEntry] = {e.name: e for e in (
     BackboneEntry("effnet-lite0", "EfficientNet-Lite0 (ImageNet-1k)", _effnet("effnet-lite0", "tf_efficientnet_lite0", "lite0", 224),
                   defaults=dict(_PRETRAINED_SCHEDULE), licence="Apache-2.0", pretrained=True),
     BackboneEntry("effnet-lite2", "EfficientNet-Lite2 (ImageNet-1k)", _effnet("effnet-lite2", "tf_efficientnet_lite2", "lite2", 260),
+                  defaults=dict(_PRETRAINED_SCHEDULE), licence="Apache-2.0", pretrained=True),
+    # Small defects (large images, tiny flaws: pores, hairline cracks, chipped edges): the whole image (not
+    # centre-cropped) at 448 px, the last feature map GeM-pooled so a few positions that see the defect
+    # count (core/sg/tiles.py). Chosen on whole-defect-group validation folds of magnetic_tile; numbers and
+    # the other subsets in docs/small-defects.md. Only the projection trains; 4× the extraction cost.
+    BackboneEntry("effnet-lite0-defects",
+                  "EfficientNet-Lite0 for small defects (whole image at 448 px, GeM-pooled; 4× slower)",
+                  _whole_image("effnet-lite0-defects", 448, "gem"),
                   defaults=dict(_PRETRAINED_SCHEDULE), licence="Apache-2.0", pretrained=True),
     # The scratch tower (tests, and the baseline of docs/results.md): 16 epochs / batch 64 / lr 0.01 were
     # chosen on a CIFAR-10 validation split; s = 100 (its label vectors are crowded: a sharp scale).
