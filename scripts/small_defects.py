@@ -21,7 +21,10 @@ Pools of each pass: ``mean`` (the product's global feature), ``max``, ``gem`` (g
 ``top`` (mean of the top 5 % positions per channel) over the 1280-channel map; ``m4max`` / ``m5max``
 (max over the stride-16 112-ch / stride-32 192-ch block outputs, PatchCore's mid-level features;
 ``a+b`` concatenates both, each L2-normalised);
-tiles: ``tmean`` / ``tmax`` / ``tgem`` over per-tile mean vectors.
+tiles: ``tmean`` / ``tmax`` / ``tgem`` over per-tile mean vectors. ``anomaly`` (fit passes): PatchCore-
+style — each position's distance to the nearest position of a defect-free training image (the bank is
+rebuilt inside every fold from that fold's training part), the features of the 10 % most anomalous
+positions averaged, plus the largest anomaly.
 
 Heads (closed form): NCM (cosine to class means), FeCAM-style (class means + one shared covariance
 with shrinkage a, Mahalanobis), ridge (one-hot targets, λ); inputs L2-normalised and centred on the
@@ -214,8 +217,11 @@ def run_pass(name: str, paths, threads: int) -> dict:
         if mode in ("crop", "fit"):
             for b in range(0, len(paths), 16):
                 x = torch.stack([prepare(p, mode, size, gray) for p in paths[b:b + 16]])
-                for k, v in pools(feature_maps(model, x)).items():
+                maps = feature_maps(model, x)
+                for k, v in pools(maps).items():
                     rows.setdefault(k, []).append(v.numpy())
+                if mode == "fit":   # the map itself, for the anomaly-weighted (PatchCore-style) pools
+                    rows.setdefault("fmap", []).append(maps["f"].to(torch.float16).numpy())
         elif mode == "aspect":
             for p in paths:
                 for k, v in pools(feature_maps(model, prepare(p, mode, size, gray)[None])).items():
@@ -231,7 +237,7 @@ def run_pass(name: str, paths, threads: int) -> dict:
                        "tgem": per_tile.clamp_min(1e-6).pow(3).mean(1).pow(1 / 3)}
                 for k, v in out.items():
                     rows.setdefault(k, []).append(v.numpy())
-    result = {k: np.concatenate(v).astype(np.float32) for k, v in rows.items()}
+    result = {k: np.concatenate(v) if k == "fmap" else np.concatenate(v).astype(np.float32) for k, v in rows.items()}
     result["seconds"] = np.array(time.perf_counter() - started)
     return result
 
@@ -321,6 +327,65 @@ def evaluate(x_train, y_train, folds, x_test, y_test, n_classes, heads=None):
     return out
 
 
+def anomaly_pooled(fmap: np.ndarray, bank_rows: np.ndarray, top: float = 0.1, dims: int = 256,
+                   bank_size: int = 3000, seed: int = 0) -> np.ndarray:
+    """PatchCore-style: each position's distance to its nearest *defect-free* training position (a bank of
+    the ``bank_rows`` images' positions, an image never compared with its own), then the mean of the
+    ``top`` fraction most anomalous positions' features, and the max anomaly itself. (N, C + 1)."""
+    import torch
+    n, c, h, w = fmap.shape
+    patches = torch.from_numpy(fmap.astype(np.float32)).flatten(2).transpose(1, 2)   # (N, P, C)
+    g = torch.Generator().manual_seed(seed)
+    proj = torch.randn(c, dims, generator=g) / dims ** 0.5
+    z = torch.nn.functional.normalize(patches @ proj, dim=2)                          # (N, P, dims)
+    owner = torch.arange(n).repeat_interleave(h * w)
+    bank_idx = torch.from_numpy(bank_rows)
+    bank = z[bank_idx].reshape(-1, dims)
+    bank_owner = bank_idx.repeat_interleave(h * w)
+    if len(bank) > bank_size:
+        keep = torch.randperm(len(bank), generator=g)[:bank_size]
+        bank, bank_owner = bank[keep], bank_owner[keep]
+    flat = z.reshape(-1, dims)
+    best = torch.empty(len(flat))
+    for b in range(0, len(flat), 8192):
+        sim = flat[b:b + 8192] @ bank.T
+        sim[owner[b:b + 8192, None] == bank_owner[None]] = -2.0
+        best[b:b + 8192] = sim.amax(1)
+    anomaly = (1 - best).view(n, h * w)
+    k = max(1, int(round(top * h * w)))
+    idx = anomaly.topk(k, dim=1).indices                                              # (N, k)
+    pooled = torch.gather(patches, 1, idx[:, :, None].expand(-1, -1, c)).mean(1)
+    return torch.cat([pooled, anomaly.amax(1, keepdim=True)], 1).numpy()
+
+
+def evaluate_anomaly(store, y_train, folds, y_test, n_classes, free: int, n_tr: int, heads=None):
+    """The anomaly-pooled features, with the bank rebuilt from each fold's own training part."""
+    out = []
+    x_parts = {}
+    for f in list(np.unique(folds)) + ["final"]:
+        rows = np.flatnonzero((y_train == free) & ((folds != f) if f != "final" else True))
+        x_parts[f] = anomaly_pooled(store["fmap"], rows)
+    for head, grid in HEADS.items():
+        if heads and head not in heads:
+            continue
+        best = None
+        for hyper in grid:
+            pred = np.zeros(len(y_train), int)
+            for f in np.unique(folds):
+                x = x_parts[f]
+                tr, va = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+                pred[va] = head_predict(head, hyper, x[tr], y_train[tr], x[va], n_classes)
+            acc = float((pred == y_train).mean())
+            if best is None or acc > best[1] + 1e-9:
+                best = (hyper, acc, balanced(y_train, pred))
+        x = x_parts["final"]
+        test_pred = head_predict(head, best[0], x[:n_tr], y_train, x[n_tr:], n_classes)
+        out.append({"head": head, "hyper": best[0], "val": best[1], "val_bal": best[2],
+                    "test": float((test_pred == y_test).mean()), "test_bal": balanced(y_test, test_pred),
+                    "test_pred": test_pred})
+    return out
+
+
 def features_of(store: dict, pool: str) -> np.ndarray:
     parts = [store[p] for p in pool.split("+")]
     return np.concatenate([_norm(p) for p in parts], 1) if len(parts) > 1 else parts[0]
@@ -330,11 +395,13 @@ def features_of(store: dict, pool: str) -> np.ndarray:
 SG_SPEC = "effnet-lite0+use-m3"
 
 
-def sg_prefix(cache: Path, subset: str, name: str, k: int, paths, threads: int, encoder):
+def sg_prefix(cache: Path, subset: str, name: str, k: int, paths, threads: int, encoder, pool: str = "mean"):
     """Prefix outputs (N, C, h, w) of the product's PretrainedCNNSplit with k trainable blocks, on the
-    inputs of pass ``name`` (crop / fit only)."""
+    inputs of pass ``name`` (crop / fit only); k = 0 with ``--sg-pool``: that pool of the frozen pass."""
     import torch
     torch.set_num_threads(threads)
+    if k == 0:   # the k = 0 prefix output is the pass's mean pool (or the pool asked for)
+        return torch.from_numpy(features_of(cached_pass(cache, subset, name, paths, threads), pool))
     mode, size, gray = parse_pass(name)
     file = cache / f"{subset}-{name}-sgk{k}-n{len(paths)}.npy"
     if file.exists():
@@ -392,7 +459,8 @@ def run_sg(args, classes, train_paths, y_train, folds, test_paths, y_test) -> No
     print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for name in args.passes:
         for k in args.sg:
-            h = sg_prefix(args.cache, args.subset, name, k, train_paths + test_paths, args.threads, encoder)
+            h = sg_prefix(args.cache, args.subset, name, k, train_paths + test_paths, args.threads, encoder,
+                          args.sg_pool)
             h_tr, h_te = h[:len(train_paths)], h[len(train_paths):]
             for tasks in args.sg_tasks:
                 started = time.perf_counter()
@@ -411,7 +479,7 @@ def run_sg(args, classes, train_paths, y_train, folds, test_paths, y_test) -> No
                 for head, tp in test.items():
                     v = (f"{100 * (val[head] == y_train).mean():.1f} | {100 * balanced(y_train, val[head]):.1f}"
                          if args.sg_folds else "- | -")
-                    print(f"| {name} | {k} | {tasks} | {head} | {v} | {100 * (tp == y_test).mean():.1f} | "
+                    print(f"| {name}{'' if k or args.sg_pool == 'mean' else ' ' + args.sg_pool} | {k} | {tasks} | {head} | {v} | {100 * (tp == y_test).mean():.1f} | "
                           f"{100 * balanced(y_test, tp):.1f} | {seconds:.0f} |", flush=True)
 
 
@@ -428,7 +496,10 @@ def main() -> int:
     ap.add_argument("--sg", nargs="+", type=int, default=None,
                     help="instead of the frozen table: train k blocks (each k given) with SG-RL + SG-KD")
     ap.add_argument("--sg-tasks", nargs="+", type=int, default=[1, 3], help="tasks the 6 classes come in")
+    ap.add_argument("--sg-pool", default="mean", help="k = 0: which pool of the frozen pass feeds the projection")
     ap.add_argument("--sg-folds", action="store_true", help="also the 4 group folds (validation) for --sg")
+    ap.add_argument("--combine", nargs="+", default=[],
+                    help="extra rows: features of several cached passes concatenated, e.g. fit224:gem,fit448:gem")
     ap.add_argument("--confusion", default=None, help="print the test confusion matrix of PASS:POOL:HEAD")
     args = ap.parse_args()
     root = SHARED / args.subset
@@ -459,11 +530,18 @@ def main() -> int:
     for name in args.passes:
         store = cached_pass(args.cache, args.subset, name, paths, args.threads)
         pool_names = TILE_POOLS if name.startswith("tiles") else POOLS
+        if "fmap" in store and "free" in classes:
+            pool_names = pool_names + ["anomaly"]
         for pool in pool_names:
             if args.pools and pool not in args.pools:
                 continue
-            x = features_of(store, pool)
-            for r in evaluate(x[:n_tr], y_train, folds, x[n_tr:], y_test, len(classes), args.heads):
+            if pool == "anomaly":
+                rows = evaluate_anomaly(store, y_train, folds, y_test, len(classes), classes.index("free"), n_tr,
+                                        args.heads)
+            else:
+                x = features_of(store, pool)
+                rows = evaluate(x[:n_tr], y_train, folds, x[n_tr:], y_test, len(classes), args.heads)
+            for r in rows:
                 print(f"| {name} | {pool} | {r['head']} | {r['hyper'] if r['hyper'] is not None else '-'} | "
                       f"{100 * r['val']:.1f} | {100 * r['val_bal']:.1f} | {100 * r['test']:.1f} | "
                       f"{100 * r['test_bal']:.1f} |", flush=True)
@@ -475,6 +553,17 @@ def main() -> int:
                     for c, row in zip(classes, cm):
                         print(f"{c:>9} " + " ".join(f"{v:3d}" for v in row))
                     print()
+    for combo in args.combine:
+        parts = []
+        for item in combo.split(","):
+            name, pool = item.split(":")
+            store = cached_pass(args.cache, args.subset, name, paths, args.threads)
+            parts.append(_norm(features_of(store, pool)))
+        x = np.concatenate(parts, 1)
+        for r in evaluate(x[:n_tr], y_train, folds, x[n_tr:], y_test, len(classes), args.heads):
+            print(f"| {combo} | concat | {r['head']} | {r['hyper'] if r['hyper'] is not None else '-'} | "
+                  f"{100 * r['val']:.1f} | {100 * r['val_bal']:.1f} | {100 * r['test']:.1f} | "
+                  f"{100 * r['test_bal']:.1f} |", flush=True)
     return 0
 
 

@@ -71,7 +71,7 @@ def test_fit_decoding_keeps_a_defect_at_the_edge_that_the_centre_crop_cuts_off()
 def test_the_registry_offers_it_by_name_with_a_title_and_the_projection_only_schedule():
     info = describe(SPEC)
     assert info.pretrained_image and not info.random_weights
-    assert "small defects" in info.title and "448" in info.title
+    assert "small defects" in info.title and "whole image" in info.title
     assert info.defaults["trainable_blocks"] == 0
     assert SPEC in example_specs()
 
@@ -83,16 +83,16 @@ def backbone():
 
 def test_the_backbone_builds_and_its_features_have_the_declared_shape(backbone):
     model = backbone.build(16)
-    assert isinstance(model, WholeImageCNN) and model.input_size == 448 and model.resize == "fit"
+    assert isinstance(model, WholeImageCNN) and model.input_size == 224 and model.resize == "fit"
     assert model.num_features == 1280 and model.output_dim == 16 and model.k == 0
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"student"}
     model.eval()
     with torch.no_grad():
-        h = model.prefix(torch.zeros(2, 3, 448, 448))
+        h = model.prefix(torch.zeros(2, 3, 224, 224))
         assert h.shape == (2, 1280)
         assert model.suffix(h).shape == (2, 16) and torch.equal(model.frozen_features(h), h)
-    assert "fit448-gem" in backbone.version       # a different setting never reads another's cached features
+    assert "fit224-gem" in backbone.version       # a different setting never reads another's cached features
     with pytest.raises(UserError) as err:
         backbone.build(16, trainable_blocks=1)
     assert err.value.key == "encoder.fixed_blocks" and "0" in err.value.message("ja")
@@ -167,7 +167,7 @@ def test_magnetic_tile_test_accuracy_beats_the_centre_cropped_224_px_default():
         def feats(paths):
             out = []
             for b in range(0, len(paths), 16):
-                x = torch.from_numpy(np.stack([decode_image(str(p), 448, "fit") for p in paths[b:b + 16]]))
+                x = torch.from_numpy(np.stack([decode_image(str(p), model.input_size, "fit") for p in paths[b:b + 16]]))
                 x = (x.float() / 255 - 0.5) / 0.5
                 out.append(torch.nn.functional.normalize(model.prefix(x), dim=1))
             return torch.cat(out).double()

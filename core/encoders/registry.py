@@ -118,13 +118,14 @@ BACKBONES: dict[str, BackboneEntry] = {e.name: e for e in (
                   defaults=dict(_PRETRAINED_SCHEDULE), licence="Apache-2.0", pretrained=True),
     BackboneEntry("effnet-lite2", "EfficientNet-Lite2 (ImageNet-1k)", _effnet("effnet-lite2", "tf_efficientnet_lite2", "lite2", 260),
                   defaults=dict(_PRETRAINED_SCHEDULE), licence="Apache-2.0", pretrained=True),
-    # Small defects (large images, tiny flaws: pores, hairline cracks, chipped edges): the whole image (not
-    # centre-cropped) at 448 px, the last feature map GeM-pooled so a few positions that see the defect
-    # count (core/sg/tiles.py). Chosen on whole-defect-group validation folds of magnetic_tile; numbers and
-    # the other subsets in docs/small-defects.md. Only the projection trains; 4× the extraction cost.
+    # Small defects (tiny flaws on elongated parts: pores, hairline cracks, chipped edges): the whole image,
+    # squashed to 224 px instead of centre-cropped (the crop cut a third of each part off), and the last
+    # feature map GeM-pooled so the few positions that see a defect count (core/sg/tiles.py). Chosen on
+    # whole-defect-group validation folds of magnetic_tile (448 px validated no better, at 4× the cost);
+    # numbers, the other subsets and what limits it in docs/small-defects.md. Only the projection trains.
     BackboneEntry("effnet-lite0-defects",
-                  "EfficientNet-Lite0 for small defects (whole image at 448 px, GeM-pooled; 4× slower)",
-                  _whole_image("effnet-lite0-defects", 448, "gem"),
+                  "EfficientNet-Lite0 for small defects (whole image, not centre-cropped; GeM-pooled)",
+                  _whole_image("effnet-lite0-defects", 224, "gem"),
                   defaults=dict(_PRETRAINED_SCHEDULE), licence="Apache-2.0", pretrained=True),
     # The scratch tower (tests, and the baseline of docs/results.md): 16 epochs / batch 64 / lr 0.01 were
     # chosen on a CIFAR-10 validation split; s = 100 (its label vectors are crowded: a sharp scale).

@@ -8,7 +8,8 @@ and the global *average* of the last feature map then dilutes the few positions 
 
 * sees the whole image (``resize = "fit"``: squashed to S × S, nothing cut off — the image decoders
   read this attribute, see core/sg/data.py ``decode_image``),
-* at a higher input size S (the network is convolutional: a larger input gives a larger feature map),
+* optionally at a higher input size S (the network is convolutional: a larger input gives a larger
+  feature map; on magnetic_tile 448 px validated no better than 224, docs/small-defects.md),
 * and pools the map so that a few strong positions count (``gem``: generalised mean, p = 3; ``max``;
   ``mean+max``), optionally per overlapping tile first (``tile``/``stride``: each tile through the
   backbone on its own, the tile vectors pooled the same way).
@@ -79,7 +80,7 @@ class WholeImageCNN(SplitImageModel):
     resize = "fit"
     k = 0
 
-    def __init__(self, backbone: nn.Module, dim: int, input_size: int = 448, pool: str = "gem",
+    def __init__(self, backbone: nn.Module, dim: int, input_size: int = 224, pool: str = "gem",
                  tile: int = 0, stride: int = 0,
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)):
         super().__init__()
