@@ -177,3 +177,31 @@ def test_magnetic_tile_test_accuracy_beats_the_centre_cropped_224_px_default():
     acc = float(((torch.nn.functional.normalize(f_te - mu, dim=1) @ means.T).argmax(1).numpy() == y_te).mean())
     # NCM on the product's default features reads 28.7 % (docs/small-defects.md); chance is 17 %
     assert acc >= 0.40, acc
+
+
+def test_gray_equalisation_matches_pil_and_spreads_a_low_contrast_part():
+    from PIL import ImageOps
+
+    from core.sg.tiles import equalize_gray
+
+    rng = np.random.default_rng(1)
+    gray = np.clip(rng.normal(100, 4, (40, 60)), 0, 255).astype(np.uint8)   # a dull, low-contrast part
+    gray[10:14, 20:24] = 80                                                   # a faint pore
+    x = (torch.from_numpy(gray).float() / 255).expand(1, 3, -1, -1)
+    x = (x - 0.5) / 0.5
+    eq = equalize_gray(x, (0.5,) * 3, (0.5,) * 3)
+    assert eq.shape == x.shape and torch.equal(eq[:, 0], eq[:, 2])
+    ours = (eq[0, 0] * 0.5 + 0.5) * 255
+    theirs = torch.from_numpy(np.asarray(ImageOps.equalize(Image.fromarray(gray)), np.float32))
+    assert (ours - theirs).abs().mean() < 6                                  # PIL's mapping, up to rounding
+    assert float(ours.max() - ours.min()) > 200 > float(gray.max()) - float(gray.min())
+    assert float(ours[10:14, 20:24].mean()) < float(ours.mean()) - 60        # the pore stands out
+
+
+def test_the_grayscale_entry_equalises_before_the_backbone():
+    info = describe("effnet-lite0-defects-gray+use-m3")
+    assert "grayscale" in info.title
+    backbone = BACKBONES["effnet-lite0-defects-gray"].load()
+    assert "-eq" in backbone.version and backbone.version != BACKBONES["effnet-lite0-defects"].load().version
+    with pytest.raises(ValueError):
+        WholeImageCNN(torch.nn.Module(), 8, gray="sepia")

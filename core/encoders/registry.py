@@ -81,10 +81,10 @@ def _effnet(name: str, arch: str, package: str, size: int):
     return load
 
 
-def _whole_image(name: str, size: int, pool: str, tile: int = 0, stride: int = 0):
+def _whole_image(name: str, size: int, pool: str, tile: int = 0, stride: int = 0, gray: str = "none"):
     def load():
         from core.encoders.backbones import whole_image_backbone
-        return whole_image_backbone(name, "tf_efficientnet_lite0", "lite0", size, pool, tile, stride)
+        return whole_image_backbone(name, "tf_efficientnet_lite0", "lite0", size, pool, tile, stride, gray)
     return load
 
 
@@ -126,6 +126,12 @@ BACKBONES: dict[str, BackboneEntry] = {e.name: e for e in (
     BackboneEntry("effnet-lite0-defects",
                   "EfficientNet-Lite0 for small defects (whole image, not centre-cropped; GeM-pooled)",
                   _whole_image("effnet-lite0-defects", 224, "gem"),
+                  defaults=dict(_PRETRAINED_SCHEDULE), licence="Apache-2.0", pretrained=True),
+    # The same on histogram-equalised grayscale: +5 points for a ridge head on the group folds, ±0 for
+    # FeCAM, −4 for NCM (docs/small-defects.md); drops colour, so for grayscale inspection photos only.
+    BackboneEntry("effnet-lite0-defects-gray",
+                  "EfficientNet-Lite0 for small defects in grayscale photos (whole image, equalised; GeM-pooled)",
+                  _whole_image("effnet-lite0-defects-gray", 224, "gem", gray="eq"),
                   defaults=dict(_PRETRAINED_SCHEDULE), licence="Apache-2.0", pretrained=True),
     # The scratch tower (tests, and the baseline of docs/results.md): 16 epochs / batch 64 / lr 0.01 were
     # chosen on a CIFAR-10 validation split; s = 100 (its label vectors are crowded: a sharp scale).

@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from .models import SplitImageModel
 
-__all__ = ["WholeImageCNN", "POOLS", "tile_starts", "tile_boxes", "pool_positions"]
+__all__ = ["WholeImageCNN", "POOLS", "tile_starts", "tile_boxes", "pool_positions", "equalize_gray"]
 
 POOLS = ("mean", "max", "gem", "mean+max")
 GEM_P = 3.0
@@ -66,6 +66,27 @@ def pool_positions(x: torch.Tensor, pool: str) -> torch.Tensor:
     raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
 
 
+def equalize_gray(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Histogram-equalised grayscale of a normalised batch (B, 3, H, W), normalised back the same way:
+    each image's gray levels (256 bins) mapped through its own cumulative histogram, so faint defects on
+    a dark or bright part get the full contrast range (as PIL's ``ImageOps.equalize``)."""
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    gray = (x * s + m).mean(1).flatten(1)                                  # (B, P) in [0, 1]
+    levels = (gray * 255).round().clamp(0, 255).long()
+    hist = torch.zeros(x.shape[0], 256, dtype=x.dtype, device=x.device).scatter_add_(
+        1, levels, torch.ones_like(gray))
+    # PIL's mapping: level i → (pixels darker than i + step/2) // step, step = (pixels − the brightest
+    # level's count) / 255
+    before = hist.cumsum(1) - hist
+    last = 255 - (hist.flip(1) > 0).float().argmax(1, keepdim=True)
+    step = ((gray.shape[1] - hist.gather(1, last)) / 255).floor().clamp_min(1)
+    lut = ((before + step // 2) // step).clamp(0, 255) / 255
+    mapped = lut.gather(1, levels)
+    eq = mapped.view(x.shape[0], 1, *x.shape[2:]).expand(-1, x.shape[1], -1, -1)
+    return (eq - m) / s
+
+
 class WholeImageCNN(SplitImageModel):
     """A pretrained timm EfficientNet-style CNN (``conv_stem``, ``bn1``, ``blocks``, ``conv_head``, ``bn2``)
     as a frozen prefix that outputs one pooled vector per image; the suffix is a linear projection to the
@@ -75,17 +96,22 @@ class WholeImageCNN(SplitImageModel):
     ``pool``: how the last feature map's positions are pooled (:data:`POOLS`).
     ``tile`` > 0: cut the S × S input into ``tile``-px tiles every ``stride`` px (covering it, see
     :func:`tile_boxes`), pool each tile's map with ``mean``, then pool the tile vectors with ``pool``.
+    ``gray = "eq"``: the input is turned into histogram-equalised grayscale first (:func:`equalize_gray`;
+    for grayscale inspection photos — colour is dropped).
     """
 
     resize = "fit"
     k = 0
 
     def __init__(self, backbone: nn.Module, dim: int, input_size: int = 224, pool: str = "gem",
-                 tile: int = 0, stride: int = 0,
+                 tile: int = 0, stride: int = 0, gray: str = "none",
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+        if gray not in ("none", "eq"):
+            raise ValueError(f"unknown gray {gray!r}; choose none or eq")
+        self.gray = gray
         self.input_size = int(input_size)
         self.pool = pool
         self.tile = int(tile)
@@ -111,6 +137,8 @@ class WholeImageCNN(SplitImageModel):
         return self.prefix_net(x.contiguous(memory_format=torch.channels_last))
 
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gray == "eq":
+            x = equalize_gray(x, self.mean, self.std)
         if not self.tile:
             return pool_positions(self.feature_map(x).flatten(2), self.pool)
         b, t = x.shape[0], self.tile
