@@ -128,7 +128,8 @@ BACKBONES: dict[str, BackboneEntry] = {e.name: e for e in (
                   _whole_image("effnet-lite0-defects", 224, "gem"),
                   defaults=dict(_PRETRAINED_SCHEDULE), licence="Apache-2.0", pretrained=True),
     # The same on histogram-equalised grayscale: +5 points for a ridge head on the group folds, ±0 for
-    # FeCAM, −4 for NCM (docs/small-defects.md); drops colour, so for grayscale inspection photos only.
+    # FeCAM, −4 for NCM, but 1–3 points below the plain entry on test (docs/small-defects.md: the folds
+    # overrate per-image normalisation); drops colour. An option, not the recommendation.
     BackboneEntry("effnet-lite0-defects-gray",
                   "EfficientNet-Lite0 for small defects in grayscale photos (whole image, equalised; GeM-pooled)",
                   _whole_image("effnet-lite0-defects-gray", 224, "gem", gray="eq"),
