@@ -102,7 +102,8 @@ def _inputs(store: Store, learner, encoder, data: bytes) -> torch.Tensor:
         if cached is not None:
             return cached[:1].float()
     try:
-        array = decode_image(data, learner.model.input_size, formats=PLUGINS)
+        array = decode_image(data, learner.model.input_size, getattr(learner.model, "resize", "crop"),
+                             formats=PLUGINS)
     except Exception:
         raise UserError("images.not_image") from None
     images = torch.from_numpy(array).unsqueeze(0)

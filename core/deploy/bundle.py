@@ -127,6 +127,9 @@ def export_bundle(store: Store, actor: Actor, run_id: int, task_idx: int | None 
     if int(task_idx) not in done or not path.exists():
         raise UserError("deploy.no_task", run=run["id"], task=int(task_idx) + 1)
     learner, encoder, table, extra = _predictor(store, run, path)
+    resize = getattr(learner.model, "resize", "crop")
+    if resize != "crop":   # the runtime decodes as the app's default does (centre crop) and nothing else yet
+        raise ExportFailed("deploy.unsupported_resize", resize=resize)
     onnx_bytes = export_onnx(learner, table["prompt_feats"])
     sha = hashlib.sha256(onnx_bytes).hexdigest()
     classes = _class_entries(store, table)

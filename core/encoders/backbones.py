@@ -93,3 +93,22 @@ def scratch_backbone(input_size: int = 32, width: int = 32) -> Backbone:
     default_size, default_width = input_size, width
     return Backbone(name="scratch", version_of=lambda: "scratch", build=build, random_weights=False, frozen_prefix=False,
                     input_size=input_size)
+
+
+def whole_image_backbone(name: str, arch: str, package: str, input_size: int, pool: str, tile: int = 0,
+                         stride: int = 0, gray: str = "none") -> Backbone:
+    """EfficientNet on the whole image at a higher input size, its last map pooled for small defects
+    (core/sg/tiles.py; chosen in docs/small-defects.md). Only the projection trains (k = 0)."""
+    def build(dim: int, trainable_blocks: int = 0, input_size: int | None = None, **_ignored):
+        from core.sg.tiles import WholeImageCNN
+
+        if int(trainable_blocks or 0) != 0:
+            from core.i18n import UserError
+            raise UserError("encoder.fixed_blocks", name=name, k=int(trainable_blocks))
+        return WholeImageCNN(build_timm_effnet(arch, package), dim, input_size=int(input_size or default_size),
+                             pool=pool, tile=tile, stride=stride, gray=gray)
+
+    default_size = input_size
+    detail = f"fit{input_size}-{pool}" + (f"-t{tile}s{stride}" if tile else "") + ("" if gray == "none" else f"-{gray}")
+    return Backbone(name=name, version_of=lambda: f"{name}:{detail}:{_effnet_state_dict(package)[1]}", build=build,
+                    random_weights=False, frozen_prefix=True, input_size=input_size)

@@ -25,12 +25,19 @@ __all__ = ["ImageSource", "decode_image", "ImageCache", "Samples", "DecodedImage
 ImageSource = Union[str, os.PathLike, bytes]
 
 
-def decode_image(source: ImageSource, size: int, formats=None) -> np.ndarray:
-    """PIL decode → RGB → resize the shorter side to ``size`` → centre crop; (3, size, size) uint8.
+def decode_image(source: ImageSource, size: int, resize: str = "crop", formats=None) -> np.ndarray:
+    """PIL decode → RGB → (3, size, size) uint8. ``resize``: ``"crop"`` (default) resizes the shorter side
+    to ``size`` and centre-crops; ``"fit"`` squashes the whole image to size × size, so nothing is cut
+    off (models that declare ``resize = "fit"``, core/sg/tiles.py: defects at a part's edge stay in).
     ``formats``: the only Pillow formats to try (None: any)."""
+    if resize not in ("crop", "fit"):
+        raise ValueError(f"unknown resize {resize!r}")
     image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=formats)
     image.draft("RGB", (size, size))  # lets JPEG decode at a reduced scale: much faster for big photos
     image = image.convert("RGB")
+    if resize == "fit":
+        image = image.resize((size, size), Image.BICUBIC)
+        return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
     w, h = image.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))

@@ -160,13 +160,14 @@ class PrefixFeatureCache:
         if not todo:
             return 0
         size = self.model.input_size
+        resize = getattr(self.model, "resize", "crop")
         self.model.eval()
         written = 0
 
         def decode(item):
             key, src = item
             try:
-                return key, decode_image(src, size), None
+                return key, decode_image(src, size, resize), None
             except Exception as exc:  # noqa: BLE001 - reported per image
                 return key, None, exc
 
