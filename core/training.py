@@ -231,7 +231,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     from core.runs import get_run, list_tasks, task_config
     from core.sg.checkpoint import load_checkpoint, save_checkpoint
     from core.sg.learner import resolve_device
-    from core.sg.openset import calibrate_threshold, rejection_rates
+    from core.sg.openset import calibrate_threshold, calibration_scores, rejection_rates
 
     payload = job["payload"]
     k = int(payload["task_idx"])
@@ -296,7 +296,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
 
     progress.phase(0.9, "evaluating")
     result = learner.evaluate(holdouts, W, classes_per_task, return_scores=True)
-    threshold = calibrate_threshold(result["max_scores"])
+    threshold = calibrate_threshold(result["max_scores"], learner.config.reject_rate)
     rejected = rejection_rates(result["max_scores"], threshold)
     acc = (list(previous["acc_matrix"]) if previous is not None else []) + [result["acc"]]
     aware = (list(previous["acc_matrix_task_aware"]) if previous is not None else []) + [result["acc_task_aware"]]
@@ -305,6 +305,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
              "attempt_key": _attempt_key(task), "holdout_sizes": [len(h) for h in holdouts],
              "losses": losses, "device": device_name, "saved_at": now_iso(), "method": config.method,
              "reject_threshold": threshold, "rejected": rejected, "reject_score": learner.familiarity_kind,
+             "reject_rate": learner.config.reject_rate, "reject_calibration": calibration_scores(result["max_scores"]),
              "feature_cache": source.features.slug if source.features is not None else None}
     progress.phase(0.95, "saving")
     save_checkpoint(out_path, learner, table, acc, aware, classes_per_task, extra)
