@@ -165,3 +165,19 @@ def test_fsa_trains_only_the_first_task(backbone):
     assert second == {}
     for k, v in learner.model.trainable_state_dict().items():
         assert torch.equal(v, frozen[k])
+
+
+def test_a_trained_method_updates_a_known_class_with_rehearsal_and_distillation(backbone):
+    feats, labels = _features()
+    W = _text()
+    learner = _learner(backbone, "both")
+    learner.learn_task(0, _samples(feats, labels, _rows(labels, [0, 1], slice(0, 10))), W[:2], W[:2], [0, 1])
+    learner.learn_task(1, _samples(feats, labels, _rows(labels, [2, 3], slice(0, 10))), W[:4], W[:4], [2, 3])
+    kept = {c: list(v) for c, v in learner.memory.exemplars.items()}
+    new_rows = _rows(labels, [0], slice(10, 20))
+    losses = learner.learn_task(2, _samples(feats, labels, new_rows), W[:4], W[:4], [0])
+    assert "loss_sgkd" in losses                     # classes 1–3 are the old ones, distilled
+    memory = learner.memory.exemplars
+    assert len(memory[0]) == 3 and set(memory[0]) <= set(kept[0]) | set(new_rows.tolist())
+    assert {c: memory[c] for c in (1, 2, 3)} == {c: kept[c] for c in (1, 2, 3)}
+    assert learner.prototypes.counts[0] == 20 and learner.num_seen_classes == 4
