@@ -52,6 +52,7 @@ class _Fusion(SGFamily):
     """``both`` + a closed-form head; class scores fused in log-probability space."""
 
     sg_rl = sg_kd = True
+    product = False              # experiment only (docs/results.md: not better than the head alone)
     head_cls: ClassVar[type] = RanPAC
     fusion_weight: ClassVar[float] = 0.5
 
@@ -146,6 +147,7 @@ class _FirstSession(ClosedFormHead):
     are kept on the concatenated frozen + adapted features."""
 
     uses_memory = False
+    product = False
 
     def __init__(self):
         super().__init__()
