@@ -1,18 +1,20 @@
 """'Not one of the trained classes': a familiarity score, a rejection threshold on it, and its AUROC.
 
 A classifier over the seen classes always names one of them, even for an image of something it was
-never taught. The familiarity of an image is its best cosine to :class:`ClassPrototypes` — the mean
-*frozen* backbone feature of each trained class — when the model has a frozen pretrained backbone;
-otherwise (scratch tower, open_clip towers that train, checkpoints from before prototypes) it is the
-method's best class cosine (``ContinualLearner.class_scores``). On the validation split the frozen
-prototypes separate trained from untrained images better than the learned classifier's best cosine:
-AUROC 95.1 vs 91.5 (Caltech-101 10×10) and 73.7 vs 68.2 (CIFAR-10 5×2), method = SG-RL + SG-KD,
-3 seeds — the projection is trained only to rank the seen classes, so it maps unknown images close
-to them; the frozen features were never bent. The threshold is calibrated on the holdout images of
-the trained classes: the ``quantile`` of their scores (default 5 %), so about 95 % of images of
-trained classes are accepted; anything scoring below is reported as unknown. How well the score
-separates trained from untrained images is measured by :func:`auroc` in the experiment
-(docs/results.md).
+never taught. The familiarity of an image is, for a closed-form head (``fecam``, ``ranpac``: the
+default), the head's own score from its statistics — minus the Mahalanobis distance to the nearest
+class mean (core/sg/methods/closed_form.py; chosen on validation over relative Mahalanobis, energy and
+the prototype cosine, docs/results.md). For trained methods with a frozen pretrained backbone it is the
+best cosine to :class:`ClassPrototypes` — the mean *frozen* backbone feature of each trained class —
+which separated trained from untrained images better than the learned classifier's best cosine
+(AUROC 95.1 vs 91.5 on Caltech-101, 73.7 vs 68.2 on CIFAR-10, SG-RL + SG-KD); otherwise (scratch
+tower, open_clip towers that train, checkpoints from before prototypes) the method's best class score.
+
+The threshold is conformal (:func:`calibrate_threshold`): computed on the *pooled* held-out scores of
+all trained classes at the run's target false-rejection rate (``LearnerConfig.reject_rate``, default
+5 %), never on one class's few images; :func:`conformal_pvalue` turns a score into a calibrated "how
+usual is this for a trained class" that Predict shows instead of a softmax 1.000. How well a score
+separates trained from untrained images is measured by :func:`auroc` in the experiment.
 """
 from __future__ import annotations
 
