@@ -94,7 +94,9 @@ def calibrate_threshold(best_scores: Sequence[torch.Tensor], quantile: float = D
     if pooled.numel() == 0:
         return None
     k = max(1, math.floor(float(quantile) * (pooled.numel() + 1)))
-    return float(pooled[min(k, pooled.numel()) - 1])
+    value = float(pooled[min(k, pooled.numel()) - 1])
+    # a hair below s₍ₖ₎, so that s₍ₖ₎'s own image, scored again in another batch, is not rejected by rounding
+    return value - 1e-7 * (1.0 + abs(value))
 
 
 def calibration_scores(best_scores: Sequence[torch.Tensor]) -> list[float]:

@@ -321,18 +321,25 @@ class ClosedFormHead(Method):
     def _scores_of_features(self, learner, feats: torch.Tensor, n: int):
         """(class scores, {unknown-score name: (B,)}) of L2-normalised frozen features."""
         module = self._module(learner, n)
-        with torch.no_grad():
-            x = feats.float()
-            d2, d0 = module.maha(x)
-            scores = (torch.relu(x @ module.proj) @ module.ridge if self.score_kind == "ranpac" else -0.5 * d2)
-            mask = module.unknown_mask
+        d = self._derive(n)
+        with torch.no_grad():   # float64 here, so a score does not depend on the batch it came in
+            x = feats.double()
+            tx = tukey(x, self.beta)
+            if "PmT" not in d:
+                d["PmT"] = (d["means"] @ d["precision"]).t()
+                d["mPm"] = ((d["means"] @ d["precision"]) * d["means"]).sum(1)
+            d2 = (((tx @ d["precision"]) * tx).sum(1, keepdim=True) - 2 * (tx @ d["PmT"]) + d["mPm"]).clamp_min(0)
+            c = tx - d["rel_mean"]
+            d0 = ((c @ d["rel_precision"]) * c).sum(1)
+            scores = (torch.relu(x @ d["proj"]) @ d["ridge"] if self.score_kind == "ranpac" else -0.5 * d2)
+            mask = module.unknown_mask.double()
             scores = scores - 1e9 * mask
             dmin = (d2 + 1e9 * mask).min(1).values
             unknown = {"maha": -dmin, "rmaha": -(dmin - d0),
                        "energy": torch.logsumexp(self.energy_scale * scores, 1) / self.energy_scale,
                        "maxscore": scores.max(1).values,
-                       "cosine": (x @ module.protos.t() - 2.0 * mask).max(1).values}
-        return scores, unknown
+                       "cosine": (x @ module.protos.t().double() - 2.0 * mask).max(1).values}
+        return scores.float(), {k: v.float() for k, v in unknown.items()}
 
     # ---- inference ----------------------------------------------------------------------------
     def class_scores(self, learner, inputs, prompt_feats) -> torch.Tensor:
