@@ -25,13 +25,11 @@ def pct(value) -> str:
 # ---- methods and loss terms ------------------------------------------------------------------------
 
 def product_methods() -> list[str]:
-    """The methods the Train page offers, the product's default (the default encoder's method) first."""
-    from core.encoders.registry import DEFAULT_SPEC, describe
+    """The methods the Train page offers, the product's default (``both``) first."""
     from core.sg.methods import METHODS
 
-    default = describe(DEFAULT_SPEC).defaults.get("method", "both")
     names = [name for name, cls in METHODS.items() if cls.product]
-    return sorted(names, key=lambda n: (n != default, names.index(n)))
+    return sorted(names, key=lambda n: (n != "both", names.index(n)))
 
 
 def method_title(name: str, lang: str) -> str:
