@@ -44,6 +44,7 @@ def add_experiment(sub, common: argparse.ArgumentParser | None = None) -> argpar
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt template for w (default %(default)r)")
     p.add_argument("--validation", type=float,
                    help="evaluate on this fraction of train/ held out per class instead of test/ (tuning)")
+    p.add_argument("--shots", type=int, help="keep only the first K training images of each class (few-shot)")
     p.add_argument("--cache", type=Path, help="feature/decoded-image cache folder (default: a temp folder)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -62,7 +63,7 @@ def settings_from_args(args: argparse.Namespace):
         data=args.data, tasks=args.tasks, seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
         encoder=args.encoder, methods=list(args.methods), overrides=clean_overrides(overrides, "run"),
         memory_per_class=args.memory_per_class, memory_total=args.memory_total, width=args.width,
-        input_size=args.input_size, template=args.template, validation=args.validation,
+        input_size=args.input_size, template=args.template, validation=args.validation, shots=args.shots,
         cache_dir=args.cache, device=args.device)
 
 

@@ -18,6 +18,15 @@ holdout is evaluated (task-agnostic and task-aware) and, while unseen classes re
 "trained vs not yet trained" images by the best class score (core/sg/openset.py).  The matrices and
 :func:`core.sg.metrics.summarize` of every run go to the JSON file, rewritten after each run.
 
+``shots`` = K keeps only the first K training images of each class (the few-shot protocol).
+
+Unknown detection: after each task with classes still unseen, the AUROC of the method's familiarity
+(trained-class evaluation images vs images of classes not yet trained), and for closed-form heads
+the AUROC of every score they offer (``auroc_by_score``); then, as the app does, a conformal threshold
+at ``reject_rate`` calibrated on half of the trained classes' evaluation images (even positions),
+and the share of the other half (trained, should pass) and of the untrained images (should be
+rejected) that falls below it.
+
 ``validation`` = F holds out a fraction F of each class's *training* images (fixed, seed-independent)
 and evaluates on them instead of ``test/``, which is then never read: use it to choose
 hyperparameters without touching the test split.
@@ -72,13 +81,14 @@ class FolderData:
         return [class_display_name(f) for f in self.folders]
 
 
-def scan_folder(root: str | os.PathLike, validation: float | None = None) -> FolderData:
+def scan_folder(root: str | os.PathLike, validation: float | None = None, shots: int | None = None) -> FolderData:
     """List ``root/train/<class>/*`` and the evaluation images.
 
     Without ``validation`` the evaluation images are ``root/test/<class>/*`` (every class must have
     some).  With ``validation`` = F the last ⌈F·n⌉ of each class's training images, in a fixed
     pseudo-random order that does not depend on the run seed, become the evaluation set (at least one
-    stays for training) and ``test/`` is not read.
+    stays for training) and ``test/`` is not read.  With ``shots`` = K only the first K training
+    images of each class (sorted by name, after the validation split) are kept.
     """
     from core.images import scan_image_folder
 
@@ -108,6 +118,8 @@ def scan_folder(root: str | os.PathLike, validation: float | None = None) -> Fol
             held = sorted(by_split["test"].get(folder, []))
             if not held:
                 raise UserError("experiment.missing_test_class", name=folder)
+        if shots is not None:
+            files = files[:max(1, int(shots))]
         train_paths += files
         train_labels += [label] * len(files)
         eval_paths += held
@@ -151,6 +163,7 @@ class ExperimentSettings:
     input_size: Optional[int] = None    # image side (default: the backbone's)
     template: str = DEFAULT_TEMPLATE
     validation: Optional[float] = None
+    shots: Optional[int] = None          # first K training images per class (few-shot)
     cache_dir: Optional[Path] = None
     device: str = "auto"
     decode_workers: int = 2
@@ -217,10 +230,10 @@ def run_experiment(settings: ExperimentSettings, out: Path | None = None,
     from core.encoders import default_config, load_encoder
     from core.sg import ContinualLearner, summarize
     from core.sg.data import DecodedImageDataset, FeatureDataset
-    from core.sg.openset import auroc
+    from core.sg.openset import auroc, calibrate_threshold
 
     started = time.perf_counter()
-    data = scan_folder(settings.data, settings.validation)
+    data = scan_folder(settings.data, settings.validation, settings.shots)
     n_classes = len(data.folders)
     split_tasks(range(n_classes), settings.tasks)  # validates the task count before any heavy work
     encoder = load_encoder(settings.encoder)
@@ -258,6 +271,8 @@ def run_experiment(settings: ExperimentSettings, out: Path | None = None,
         torch.manual_seed(seed)  # same initial weights for every method of a seed
         learner = ContinualLearner(_build_model(encoder, config, settings), encoder.logit_scale, config)
         holdouts, task_classes, acc, acc_aware, losses, aurocs = [], [], [], [], [], []
+        by_score: dict[str, list[float]] = {}
+        rejected_trained, rejected_untrained = [], []
         run_started = time.perf_counter()
         seen = 0
         for t, folder_ids in enumerate(tasks):
@@ -279,16 +294,35 @@ def run_experiment(settings: ExperimentSettings, out: Path | None = None,
             acc.append(result["acc"])
             acc_aware.append(result["acc_task_aware"])
             unseen = torch.nonzero(run_eval_labels >= seen).flatten()
+            known_best = torch.cat(result["max_scores"])
+            threshold = calibrate_threshold([known_best[0::2]], config.reject_rate)
+            if threshold is not None and len(known_best) > 1:
+                rejected_trained.append(float((known_best[1::2] < threshold).float().mean()))
             if len(unseen):
                 unknown = Samples(eval_inputs[unseen], run_eval_labels[unseen], unseen)
                 unknown_best = learner.familiarity(unknown.first_view(), W[:seen])
-                aurocs.append(auroc(torch.cat(result["max_scores"]), unknown_best))
+                aurocs.append(auroc(known_best, unknown_best))
+                if threshold is not None:
+                    rejected_untrained.append(float((unknown_best < threshold).float().mean()))
+                scorer = getattr(learner.method, "unknown_scores", None)
+                if scorer is not None:
+                    known_all = [scorer(learner, h.first_view(), W[:seen]) for h in holdouts]
+                    unknown_all = scorer(learner, unknown.first_view(), W[:seen])
+                    for name in unknown_all:
+                        by_score.setdefault(name, []).append(
+                            auroc(torch.cat([k[name] for k in known_all]), unknown_all[name]))
         summary = summarize(acc, task_classes, acc_aware)
         summary["auroc"] = statistics.fmean(aurocs) if aurocs else None
+        summary["rejected_trained"] = statistics.fmean(rejected_trained) if rejected_trained else None
+        summary["rejected_untrained"] = statistics.fmean(rejected_untrained) if rejected_untrained else None
+        for name, values in by_score.items():
+            summary[f"auroc_{name}"] = statistics.fmean(values)
         run = {"method": method, "seed": seed,
                "class_order": [names[i] for i in order],
                "tasks": [[names[i] for i in task] for task in tasks],
                "acc": acc, "acc_task_aware": acc_aware, "auroc_per_task": aurocs,
+               "auroc_by_score": by_score, "rejected_trained_per_task": rejected_trained,
+               "rejected_untrained_per_task": rejected_untrained,
                "summary": summary,
                "last_epoch_losses": losses,
                "memory_size": len(learner.memory),
@@ -317,7 +351,10 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------- summaries
-TABLE_METRICS = ("aia", "last", "forgetting", "bwt", "aia_task_aware", "last_task_aware", "auroc")
+TABLE_METRICS = ("aia", "last", "forgetting", "bwt", "aia_task_aware", "last_task_aware", "auroc",
+                 "rejected_trained", "rejected_untrained")
+#: further metrics kept in the aggregate (not in the table): AUROC of each unknown score of a head
+EXTRA_METRICS = tuple(f"auroc_{k}" for k in ("maha", "rmaha", "energy", "maxscore", "cosine"))
 
 
 def aggregate(runs: Sequence[dict], methods: Sequence[str]) -> dict:
@@ -328,7 +365,7 @@ def aggregate(runs: Sequence[dict], methods: Sequence[str]) -> dict:
         if not summaries:
             continue
         stats = {}
-        for metric in TABLE_METRICS:
+        for metric in TABLE_METRICS + EXTRA_METRICS:
             values = [s[metric] for s in summaries if s.get(metric) is not None]
             if values:
                 stats[metric] = {"mean": statistics.fmean(values),
@@ -355,8 +392,8 @@ def format_table(aggregated: dict) -> str:
     """Markdown table, accuracies in % (mean ± std over seeds)."""
     from core.sg.methods import METHODS
 
-    header = ("| method | seeds | AIA | last | forgetting | BWT | AIA (task-aware) | last (task-aware) | AUROC |\n"
-              "|---|---|---|---|---|---|---|---|---|")
+    header = ("| method | seeds | AIA | last | forgetting | BWT | AIA (task-aware) | last (task-aware) | AUROC "
+              "| trained rejected | untrained rejected |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [header]
     for method, stats in aggregated.items():
         def cell(metric):

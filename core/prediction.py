@@ -118,10 +118,14 @@ def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> 
     Returns ``{"task": idx, "predictions": [{label_id, name, canonical, reading, en, status, score,
     cosine}], "rejected": bool, "best": the image's familiarity (cosine to the nearest trained class's
     prototype, core/sg/openset.py), "score": "prototype" | "class" (which score ``best`` is — the class
-    score for models without a frozen backbone), "threshold": float | None}``.
+    score for models without a frozen backbone) or a closed-form head's own score name ("maha", …),
+    "threshold": float | None, "p_value": the conformal p-value of ``best`` against the held-out
+    scores the threshold was calibrated on (how usual this familiarity is for a trained class; None
+    for checkpoints without them)}``.
     """
     from core.labels import get_label
     from core.runs import get_run
+    from core.sg.openset import conformal_pvalue
 
     require(actor, "read")
     run = get_run(store, run_id)
@@ -131,7 +135,7 @@ def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> 
     learner, encoder, table, extra = _predictor(store, run, path)
     inputs = _inputs(store, learner, encoder, data)
     scores = learner.class_scores(inputs, table["prompt_feats"])[0]
-    probs = torch.softmax(learner.logit_scale * scores, dim=0)
+    probs = learner.probabilities(scores.unsqueeze(0))[0]
     top = torch.topk(probs, min(k, len(probs)))
     predictions = []
     for prob, pos in zip(top.values.tolist(), top.indices.tolist()):
@@ -147,6 +151,8 @@ def predict_image(store: Store, actor, run_id: int, data: bytes, k: int = 5) -> 
     threshold = extra.get("reject_threshold")
     # the same score the threshold was calibrated on (frozen-feature prototypes, or the class score)
     best = float(learner.familiarity(inputs, table["prompt_feats"], scores.unsqueeze(0))[0])
+    calibration = extra.get("reject_calibration") or []
+    p_value = float(conformal_pvalue(calibration, torch.tensor([best]))[0]) if calibration else None
     return {"task": int(Path(path).stem.split("-")[1]), "predictions": predictions, "best": best,
-            "score": learner.familiarity_kind,
+            "score": learner.familiarity_kind, "p_value": p_value,
             "threshold": threshold, "rejected": threshold is not None and best < float(threshold)}

@@ -267,7 +267,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
     from core.runs import get_run, list_tasks, new_train_images, task_config
     from core.sg.checkpoint import load_checkpoint, save_checkpoint
     from core.sg.learner import resolve_device
-    from core.sg.openset import calibrate_threshold, rejection_rates
+    from core.sg.openset import calibrate_threshold, calibration_scores, rejection_rates
 
     payload = job["payload"]
     k = int(payload["task_idx"])
@@ -350,7 +350,7 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
 
     progress.phase(0.9, "evaluating")
     result = learner.evaluate(holdouts, W, classes_per_task, return_scores=True)
-    threshold = calibrate_threshold(result["max_scores"])
+    threshold = calibrate_threshold(result["max_scores"], learner.config.reject_rate)
     by_task = _task_row(k, eval_tasks)
     acc = (list(previous["acc_matrix"]) if previous is not None else []) + [by_task(result["acc"], math.nan)]
     aware = (list(previous["acc_matrix_task_aware"]) if previous is not None else []) \
@@ -364,8 +364,9 @@ def run_train_job(store: Store, job: dict, *, worker_id: str, device: str = "aut
              "learned_images": [[r["id"], r["label_id"]] for r in train_rows],
              "evaluation": class_evaluation(learner, holdouts, W, class_ids),
              "losses": losses, "device": device_name, "saved_at": now_iso(), "method": config.method,
-             "reject_threshold": threshold, "rejected": by_task(rejection_rates(result["max_scores"], threshold), None),
-             "reject_score": learner.familiarity_kind,
+              "reject_threshold": threshold, "rejected": by_task(rejection_rates(result["max_scores"], threshold), None),
+              "reject_score": learner.familiarity_kind,
+              "reject_rate": learner.config.reject_rate, "reject_calibration": calibration_scores(result["max_scores"]),
              "feature_cache": source.features.slug if source.features is not None else None}
     progress.phase(0.95, "saving")
     # classes_per_task=None: the run's summary is core.runs.summarize_tasks (update rows have no column)

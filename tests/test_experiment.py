@@ -162,3 +162,18 @@ def test_paired_differences_pair_runs_by_seed():
             for s, m, v in [(0, "both", 0.8), (0, "ncm", 0.7), (1, "both", 0.6), (1, "ncm", 0.7)]]
     diff = paired_differences(runs, "both", "ncm")
     assert diff["n"] == 2 and diff["wins"] == 1 and diff["mean"] == pytest.approx(0.0)
+
+
+def test_shots_keep_the_first_k_training_images_and_heads_report_unknown_detection(tmp_path):
+    root = make_shapes_folder(tmp_path / "shapes", n_train=5, n_test=3)
+    data = scan_folder(root, shots=2)
+    assert len(data.train_paths) == 2 * len(SHAPES)
+    assert all(p.name in ("00.png", "01.png") for p in data.train_paths)   # the first K, by name
+    settings = tiny_settings(root, tmp_path, encoder="effnet-lite0+e5", methods=["fecam"], shots=3,
+                             input_size=32, width=None)
+    result = run_experiment(settings)
+    assert result["data"]["n_train"] == 3 * len(SHAPES)
+    summary = result["runs"][0]["summary"]
+    assert 0.0 <= summary["auroc"] <= 1.0 and 0.0 <= summary["rejected_untrained"] <= 1.0
+    assert {"auroc_maha", "auroc_cosine"} <= set(summary)
+    assert 0.0 <= summary["rejected_trained"] <= 1.0

@@ -109,15 +109,35 @@ def test_prototypes_need_every_seen_class():
     assert protos.best(feats, 3).tolist() == pytest.approx([1.0, 1.0, 1.0])
 
 
-def test_threshold_is_the_quantile_of_trained_scores_and_rates_follow_it():
+def test_threshold_is_the_conformal_quantile_of_pooled_trained_scores_and_rates_follow_it():
     scores = [torch.linspace(0, 1, 1001), torch.full((10,), -1.0)]
     threshold = calibrate_threshold(scores, quantile=0.05)
-    pooled = torch.cat(scores)
-    assert threshold == pytest.approx(float(torch.quantile(pooled, 0.05)))
+    pooled = torch.cat(scores).sort().values
+    k = int(0.05 * (len(pooled) + 1))                  # ⌊α(n+1)⌋-th smallest of ALL classes' scores
+    assert threshold == pytest.approx(float(pooled[k - 1]), abs=1e-6)
     rates = rejection_rates(scores + [torch.zeros(0)], threshold)
     assert rates[0] == pytest.approx(float((scores[0] < threshold).float().mean()))
     assert rates[1] == 1.0 and rates[2] is None
     assert calibrate_threshold([]) is None and rejection_rates(scores, None) == [None, None]
+    # few held-out images: the threshold is their minimum (reject only what is below every one)
+    assert calibrate_threshold([torch.tensor([0.3, 0.9, 0.5])], quantile=0.05) == pytest.approx(0.3)
+
+
+def test_conformal_rejection_keeps_its_promise_on_fresh_images_of_trained_classes():
+    from core.sg.openset import calibration_scores, conformal_pvalue
+
+    gen = torch.Generator().manual_seed(0)
+    misses = []
+    for _ in range(200):   # many small calibrations (12 classes × 5 held-out images), fresh test images
+        held = [torch.randn(5, generator=gen) + c for c in range(12)]
+        fresh = torch.cat([torch.randn(20, generator=gen) + c for c in range(12)])
+        threshold = calibrate_threshold(held, quantile=0.1)
+        misses.append(float((fresh < threshold).float().mean()))
+    assert 0.06 < sum(misses) / len(misses) <= 0.105          # ≈ k/(n+1) = 6/61, never above α
+    cal = calibration_scores([torch.tensor([0.5, 0.1]), torch.tensor([0.3])])
+    assert cal == pytest.approx([0.1, 0.3, 0.5])
+    p = conformal_pvalue(cal, torch.tensor([0.0, 0.3, 1.0]))
+    assert p.tolist() == pytest.approx([0.25, 0.75, 1.0])        # never 1.0 for an image below them all
 
 
 def test_auroc_counts_ranks_and_ties():

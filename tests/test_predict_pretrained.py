@@ -41,7 +41,10 @@ def _image(rng: random.Random, base: tuple[int, int, int], stripes: bool) -> byt
 
 
 @pytest.mark.slow
-def test_predict_rejects_holdout_images_exactly_as_the_calibration_did(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method, score", [(None, "maha"), ("both", "prototype")])
+def test_predict_rejects_holdout_images_exactly_as_the_calibration_did(tmp_path, monkeypatch, method, score):
+    """``None``: the default (the FeCAM head, its Mahalanobis familiarity); ``both``: SG-RL + SG-KD,
+    whose familiarity is the frozen-feature prototypes."""
     monkeypatch.delenv("SGCL_ENCODER", raising=False)
     store = Store(tmp_path / "home")
     rng = random.Random(0)
@@ -52,13 +55,14 @@ def test_predict_rejects_holdout_images_exactly_as_the_calibration_did(tmp_path,
         images.ingest_uploads(store, WHO, label["id"],
                               [(f"{name}{i}.png", _image(rng, colour, stripes)) for i in range(14)])
         ids.append(label["id"])
-    run = runs.create_run(store, WHO, "pretrained", config={"epochs": 2})
-    assert run["encoder"] == "effnet-lite0+use-m3"
+    run = runs.create_run(store, WHO, "pretrained", config={"epochs": 2, **({"method": method} if method else {})})
+    assert run["encoder"] == "effnet-lite0+use-m3" and run["config"]["method"] == (method or "fecam")
     runs.request_task(store, WHO, run["id"], ids)
     run_train_job(store, jobs.claim(store, "test-worker"), worker_id="test-worker", device="cpu")
 
     extra = load_checkpoint(checkpoint_path(store, run["id"], 0))["extra"]
-    assert extra["reject_score"] == "prototype" and extra["reject_threshold"] is not None
+    assert extra["reject_score"] == score and extra["reject_threshold"] is not None
+    assert len(extra["reject_calibration"]) == len(store.query("SELECT id FROM images WHERE split = 'holdout'"))
     holdout = store.query("SELECT path FROM images WHERE split = 'holdout' ORDER BY id")
     assert len(holdout) >= 2
     answers = [predict_image(store, WHO, run["id"], (store.home / r["path"]).read_bytes()) for r in holdout]
@@ -66,6 +70,8 @@ def test_predict_rejects_holdout_images_exactly_as_the_calibration_did(tmp_path,
     rejected = sum(a["rejected"] for a in answers) / len(answers)
     assert rejected == pytest.approx(extra["rejected"][0], abs=1e-6)
     assert rejected < 0.5          # calibrated to accept about 95 % of them
+    assert all(0.0 < a["p_value"] <= 1.0 for a in answers)
+    assert all(a["p_value"] <= 1 / (len(holdout) + 1) + 1e-9 for a in answers if a["rejected"])
 
     # an upload that is not in the cache runs the backbone once, for the classes and the familiarity
     from core import prediction
@@ -83,7 +89,10 @@ def test_predict_rejects_holdout_images_exactly_as_the_calibration_did(tmp_path,
     # a checkpoint whose prototypes were tampered with is a message in both languages, not a traceback
     path = checkpoint_path(store, run["id"], 0)
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    saved["learner"]["prototypes"]["0"] = torch.zeros(5)
+    if method == "both":
+        saved["learner"]["prototypes"]["0"] = torch.zeros(5)
+    else:
+        saved["learner"]["method"]["stats"]["scatter"] = torch.zeros(5)
     torch.save(saved, path)
     with pytest.raises(UserError) as err:
         predict_image(store, WHO, run["id"], (store.home / holdout[0]["path"]).read_bytes())

@@ -6,7 +6,8 @@ Public API:
     data        ImageCache, Samples, DecodedImageDataset, FeatureDataset, augment_batch, normalize_batch,
                 decode_image
     features    PrefixFeatureCache (the frozen-prefix output cached per image)
-    methods     Method, register, get_method, method_names (finetune, exemplars, sgrl, sgkd, both, ncm, joint)
+    methods     Method, register, get_method, method_names (finetune, exemplars, sgrl, sgkd, both, ncm, joint,
+                fecam, ranpac and the SG + head variants)
     learner     LearnerConfig, ContinualLearner, Cancelled
     memory      ExemplarMemory, herding_order
     metrics     summarize

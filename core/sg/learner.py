@@ -77,6 +77,9 @@ class LearnerConfig:
     seed: int = _f(0, "run", min=0, max=2**31 - 1)
     amp: str = _f("auto", "run", choices=("auto", "bf16", "fp16", "none"))  # auto: bf16 on CUDA, none on CPU
     feature_views: int = _f(1, "run", min=1, max=4)         # cached views per image (feature-cache mode)
+    # target share of trained-class images answered "not one of the trained classes" (conformal
+    # threshold on the pooled held-out familiarity scores, core/sg/openset.py)
+    reject_rate: float = _f(0.05, "run", min=0.001, max=0.5)
     augment: bool = _f(True, "task")     # images: random crop (pad 4) + flip; cached features: a random view
     num_workers: int = 0                 # image decoding threads
     device: str = "auto"                 # auto: cuda if available else cpu
@@ -173,7 +176,16 @@ class ContinualLearner:
         ``class_name_feats`` U (N_t, D) and ``class_prompt_feats`` W (N_t, D) are L2-normalised text
         features for ALL classes seen so far (bare names and templated prompts), computed once per task
         by the caller; labels in ``train_samples`` index their rows; ``new_class_ids`` are this task's
-        rows.  ``progress(dict)`` is called after every batch with keys task, epoch, epochs, batch,
+        rows.
+
+        **Update tasks.**  ``new_class_ids`` may name classes learned in earlier tasks (with or beside
+        new ones): the task then adds ``train_samples`` — new images of those classes — to what the
+        model knows.  Closed-form heads (``ncm``, ``fecam``, ``ranpac``) and the frozen-feature
+        prototypes add the images to their sums and counts, so their state equals the one computed
+        from all images of the class at once.  Trained methods train over these images with the same
+        rehearsal and distillation as any task (the classes *not* in ``new_class_ids`` are the "old"
+        ones that SG-KD distils); the exemplars of an updated class are herded again from its new images
+        together with its current exemplars.  ``progress(dict)`` is called after every batch with keys task, epoch, epochs, batch,
         batches, fraction, loss, ``loss_<term>`` for each of the method's terms, images_per_s.
         ``should_stop()`` is checked between batches; if it returns True the learner rolls back and
         raises :class:`Cancelled`.  Returns the last epoch's mean losses.
@@ -310,8 +322,16 @@ class ContinualLearner:
         return {"loss": loss.detach(), **{f"loss_{name}": value.detach() for name, (_, value) in terms.items()}}
 
     def _update_memory(self, train_samples: Samples, new_classes: list[int]) -> None:
-        feats = self.image_features(train_samples.first_view())
-        self.memory.update(feats, train_samples.labels, train_samples.ids, new_classes)
+        candidates = train_samples
+        if self.exemplar_data is not None:  # an updated class herds from its new images + its exemplars
+            updated = torch.isin(self.exemplar_data.labels, torch.as_tensor(new_classes, dtype=torch.long))
+            known = set(train_samples.ids.tolist())
+            fresh = torch.tensor([i not in known for i in self.exemplar_data.ids.tolist()], dtype=torch.bool)
+            keep = (updated & fresh).nonzero().flatten()
+            if len(keep):
+                candidates = Samples.concat([train_samples, self.exemplar_data.subset(keep)])
+        feats = self.image_features(candidates.first_view())
+        self.memory.update(feats, candidates.labels, candidates.ids, new_classes)
         pool = train_samples if self.exemplar_data is None else Samples.concat(
             [train_samples, self.exemplar_data])
         self.exemplar_data = pool.select_ids(self.memory.ids()) if len(self.memory) else None
@@ -369,6 +389,9 @@ class ContinualLearner:
         is decided on: the best cosine to the frozen-feature class prototypes when every seen class has
         one, else the best class score (``class_scores`` when the caller has them already)."""
         n = prompt_feats.shape[0]
+        own = getattr(self.method, "familiarity", None)   # closed-form heads score from their statistics
+        if own is not None:
+            return own(self, inputs, prompt_feats)
         if self.prototypes is not None and self.prototypes.covers(n):
             return self.prototypes.best(self.backbone_features(inputs), n)
         if class_scores is None:
@@ -377,14 +400,26 @@ class ContinualLearner:
 
     @property
     def familiarity_kind(self) -> str:
-        """"prototype" or "class": which score :meth:`familiarity` uses for the classes seen so far."""
+        """"prototype" or "class": which score :meth:`familiarity` uses for the classes seen so far — or,
+        for a closed-form head, the name of its own score ("rmaha", "maha", "energy", …)."""
+        own = getattr(self.method, "familiarity_score", None)
+        if own is not None:
+            return str(own)
         usable = self.prototypes is not None and self.prototypes.covers(self.num_seen_classes)
         return "prototype" if usable else "class"
 
     @torch.no_grad()
     def predict(self, inputs: torch.Tensor, prompt_feats: torch.Tensor) -> torch.Tensor:
-        """Class probabilities softmax(s·scores) over the rows of ``prompt_feats`` (CPU, float32)."""
-        return torch.softmax(self.logit_scale * self.class_scores(inputs, prompt_feats), dim=1)
+        """Class probabilities over the rows of ``prompt_feats`` (CPU, float32): :meth:`probabilities`."""
+        return self.probabilities(self.class_scores(inputs, prompt_feats))
+
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Class scores (n, N) → probabilities: softmax(s·scores), or the method's own rule (a
+        Mahalanobis head's scores are log-likelihoods already)."""
+        own = getattr(self.method, "probabilities", None)
+        if own is not None:
+            return own(self, scores)
+        return torch.softmax(self.logit_scale * scores, dim=1)
 
     @torch.no_grad()
     def evaluate(self, samples_by_task: Sequence[Samples], prompt_feats: torch.Tensor,

@@ -12,6 +12,6 @@ SG-KD, the product's method), ``ncm`` (ncm.py), ``joint`` (joint.py).
 from __future__ import annotations
 
 from .base import METHODS, Method, StepOutputs, TaskStep, get_method, method_names, register
-from . import sg, ncm, joint  # noqa: E402,F401  (registration)
+from . import sg, ncm, joint, closed_form, product  # noqa: E402,F401  (registration)
 
 __all__ = ["Method", "StepOutputs", "TaskStep", "METHODS", "register", "get_method", "method_names"]
