@@ -155,6 +155,7 @@ def export_bundle(store: Store, actor: Actor, run_id: int, task_idx: int | None 
     if not app_pixels:
         raise ExportFailed("deploy.no_images")
     threshold = extra.get("reject_threshold")
+    rate = float(extra.get("reject_rate") or DEFAULT_QUANTILE)   # checkpoints before the run setting: 5 %
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": {"version": f"run{run['id']}-task{int(task_idx) + 1}-{sha[:12]}", "run": run["id"],
@@ -176,8 +177,10 @@ def export_bundle(store: Store, actor: Actor, run_id: int, task_idx: int | None 
             "reference": "core/runtime/preprocess.py (= core.sg.data.decode_image + normalize_batch)"},
         "unknown": {"threshold": None if threshold is None else float(threshold),
                     "score": learner.familiarity_kind,
-                    "calibration": (f"{DEFAULT_QUANTILE:.0%} quantile of the familiarity of the trained classes' "
-                                    "holdout images at training time; familiarity below it = unknown"),
+                    "calibration": (f"conformal: the floor({rate:.0%} x (n+1))-th smallest familiarity of the n "
+                                    "holdout images of all trained classes, pooled, at training time; familiarity "
+                                    f"below it = unknown (target false rejection {rate:.0%})"),
+                    "reject_rate": rate,
                     "holdout_images": extra.get("holdout_sizes"), "rejected_per_task": extra.get("rejected")},
         "decision": "class = argmax(scores); score = softmax(logit_scale * scores)[class]; "
                     "unknown = familiarity < unknown.threshold",
