@@ -16,6 +16,15 @@ from pages.uploads import localise_uploader, upload_caps
 from pages.views import encoder_text, method_title, run_text, task_no
 
 ctx = page_context()
+
+
+def _typicality(where, result: dict) -> None:
+    """The calibrated answer beside the raw score: the conformal p-value (the share of the trained
+    classes' held-out images that looked at most this familiar), never a softmax 1.000."""
+    if result.get("p_value") is not None:
+        where.caption(ctx.t("pr.p_value", p=f"{result['p_value']:.3f}"))
+
+
 store, actor = ctx.store, ctx.actor
 st.title(ctx.t("pr.title"))
 
@@ -72,9 +81,15 @@ if data is not None:
         threshold = result.get("threshold")
         # which similarity decided: to the trained classes' images, or (models that train all their
         # features) to the best class itself
-        by_class = result.get("score") == "class"
+        def _decided_by(key: str) -> str:
+            """The message naming the score that decided: the class score, a closed-form head's
+            Mahalanobis familiarity, or the similarity to the trained classes' images."""
+            kind = result.get("score")
+            return f"{key}_class" if kind == "class" else f"{key}_maha" if kind == "maha" else key
+
         if result.get("rejected"):
-            right.error(ctx.t("pr.rejected_class" if by_class else "pr.rejected", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))
+            right.error(ctx.t(_decided_by("pr.rejected"), best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))
+            _typicality(right, result)
             right.markdown(f"**{ctx.t('pr.guesses', idx=task_no(result['task']))}**")
         else:
             if threshold is None:
@@ -96,4 +111,5 @@ if data is not None:
                                                        help=ctx.t("pr.col.score_help")),
             cosine_col: st.column_config.NumberColumn(help=ctx.t("pr.col.cosine_help"), format="%.3f")})
         if threshold is not None and not result.get("rejected"):
-            st.caption(ctx.t("pr.accepted_class" if by_class else "pr.accepted", best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))
+            st.caption(ctx.t(_decided_by("pr.accepted"), best=f"{result['best']:.3f}", threshold=f"{threshold:.3f}"))
+            _typicality(st, result)

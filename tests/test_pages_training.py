@@ -550,3 +550,24 @@ def test_predict_runs_the_model_once_per_image_and_streamlit_does_not_collect_af
     assert list(at.dataframe[0].value["ラベル"]) == ["キズ"]
     at.file_uploader(key="pr_upload").upload("b.png", class_image("dog", 2), "image/png").run()
     assert len(calls) == 2                    # a new image is predicted
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_predict_names_the_heads_score_and_shows_the_calibrated_p_value_not_a_softmax(home, monkeypatch, lang):
+    """Issue 17 item 4: a rejected image shows which score decided (a closed-form head's Mahalanobis
+    familiarity) and the conformal p-value, so nobody reads the guesses' softmax 1.000 as confidence."""
+    import core.prediction
+
+    store = Store(home)
+    _finished_run(store, [[0.9]])
+    answer = {"task": 0, "predictions": [{"label_id": 1, "name": "キズ", "canonical": "傷", "reading": "", "en": "",
+                                          "status": "trained", "score": 1.0, "cosine": -3.5}],
+              "rejected": True, "best": -41.25, "threshold": -30.5, "score": "maha", "p_value": 0.012}
+    monkeypatch.setattr(core.prediction, "predict_image", lambda *a, **k: answer)
+    at = page("predict", home, SUPERVISOR, lang=lang)
+    at.run()
+    at.file_uploader(key="pr_upload").upload("a.png", class_image("bird", 1), "image/png").run()
+    assert not at.exception, at.exception
+    error = at.error[0].value
+    assert ("Mahalanobis" in error if lang == "en" else "マハラノビス" in error) and "-41.250" in error
+    assert any("p = 0.012" in c.value for c in at.caption)
