@@ -42,6 +42,8 @@ def deployed(tmp_path_factory):
     """(store, run id, bundle path of task 2, label ids by name)."""
     from core.deploy.bundle import export_bundle
 
+    # the encoder setting only while the run is made and trained: a session fixture that kept it set would
+    # leak tiny-test into every later test of the session (it did: the Images page test read it)
     old = os.environ.get("SGCL_ENCODER")
     os.environ["SGCL_ENCODER"] = "tiny-test"
     try:
@@ -55,9 +57,9 @@ def deployed(tmp_path_factory):
         runs.request_task(store, REVIEWER, run["id"], [ids["bird"]])
         train_all(store)
         second = export_bundle(store, ADMIN, run["id"])
-        yield {"store": store, "run": run["id"], "bundle": second, "first": first, "ids": ids}
     finally:
         if old is None:
             os.environ.pop("SGCL_ENCODER", None)
         else:
             os.environ["SGCL_ENCODER"] = old
+    yield {"store": store, "run": run["id"], "bundle": second, "first": first, "ids": ids}

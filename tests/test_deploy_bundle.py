@@ -46,7 +46,7 @@ def test_bundle_holds_model_manifest_labels_and_golden_images(deployed):
     assert {r["label_id"]: r["n"] for r in holdout} == {a["id"]: a["images"] for a in manifest["holdout_accuracy"]}
     assert manifest["parity"]["images"] == sum(r["n"] for r in holdout)
     assert manifest["parity"]["max_abs_diff"] <= manifest["parity"]["score_atol"]
-    assert manifest["unknown"]["score"] in ("prototype", "class") and "quantile" in manifest["unknown"]["calibration"]
+    assert manifest["unknown"]["score"] in ("prototype", "class", "maha") and "conformal" in manifest["unknown"]["calibration"]
     assert manifest["golden"] and all(g["file"] in names for g in manifest["golden"])
     assert manifest["created_by"] == ADMIN.username
     exports = [r for r in store.audit_rows("run", deployed["run"]) if r["action"] == "model.export"]

@@ -44,7 +44,7 @@ def cache(tmp_path, monkeypatch):
     import core.sg.features as F
 
     # decode_image is the real decoder of files; the items here are already-decoded arrays
-    monkeypatch.setattr(F, "decode_image", lambda src, size: src)
+    monkeypatch.setattr(F, "decode_image", lambda src, size, resize="crop": src)
     return PrefixFeatureCache(tmp_path / "cache", TinyPrefix(), "tiny:1", views=2, decode_workers=1)
 
 

@@ -96,7 +96,7 @@ def test_features_of_one_precision_are_never_read_as_another(monkeypatch, tmp_pa
 
     encoder, model = lite0
     _flags(monkeypatch, {"avx512f", "avx512_bf16"})
-    monkeypatch.setattr(features_module, "decode_image", lambda src, size: src)
+    monkeypatch.setattr(features_module, "decode_image", lambda src, size, resize="crop": src)
     image = np.random.default_rng(1).integers(0, 256, (3, 224, 224), dtype=np.uint8)
     bf16 = PrefixFeatureCache(tmp_path, model, encoder.image_version, engine="bf16", decode_workers=1)
     fp32 = PrefixFeatureCache(tmp_path, model, encoder.image_version, engine="fp32", decode_workers=1)
