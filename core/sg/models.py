@@ -252,7 +252,30 @@ class _ProjectedSuffix(nn.Module):
         return self.proj(self.features(h))
 
 
-class PretrainedCNNSplit(SplitImageModel):
+class StudentSuffixSplit(SplitImageModel):
+    """A split model whose trainable part is one module, ``self.student``: the suffix, the checkpoint's
+    state and the SG-KD teacher (a frozen copy of the student alone, never of the frozen prefix)."""
+
+    student: nn.Module
+
+    def suffix(self, h: torch.Tensor) -> torch.Tensor:
+        return self.student(h)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.student.state_dict().items()}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.student.load_state_dict(state, strict=True)
+
+    def frozen_suffix_copy(self) -> nn.Module:
+        teacher = copy.deepcopy(self.student)
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
+
+
+class PretrainedCNNSplit(StudentSuffixSplit):
     """A pretrained ImageNet CNN (timm EfficientNet-style: ``conv_stem``, ``bn1``, ``blocks``, ``conv_head``,
     ``bn2``) split into a frozen prefix and a trainable suffix that ends in a projection to the text space.
 
@@ -305,26 +328,10 @@ class PretrainedCNNSplit(SplitImageModel):
         # channels-last: oneDNN's convolutions run 1.5–1.8× faster on CPU in this layout (measured)
         return self.prefix_net(x.contiguous(memory_format=torch.channels_last))
 
-    def suffix(self, h: torch.Tensor) -> torch.Tensor:
-        return self.student(h)
-
     @torch.no_grad()
     def frozen_features(self, h: torch.Tensor) -> torch.Tensor:
         """Pooled ``num_features`` features of the pretrained backbone (never trained) from a prefix output."""
         return self.reference(h)
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.student.state_dict().items()}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.student.load_state_dict(state, strict=True)
-
-    def frozen_suffix_copy(self) -> nn.Module:
-        teacher = copy.deepcopy(self.student)
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        return teacher
 
     def _set_prefix_eval(self) -> None:
         self.prefix_net.eval()

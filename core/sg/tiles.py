@@ -20,13 +20,12 @@ Pure torch.
 """
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
-from .models import SplitImageModel
+from .models import StudentSuffixSplit
 
 __all__ = ["WholeImageCNN", "POOLS", "tile_starts", "tile_boxes", "pool_positions", "equalize_gray"]
 
@@ -87,7 +86,7 @@ def equalize_gray(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     return (eq - m) / s
 
 
-class WholeImageCNN(SplitImageModel):
+class WholeImageCNN(StudentSuffixSplit):
     """A pretrained timm EfficientNet-style CNN (``conv_stem``, ``bn1``, ``blocks``, ``conv_head``, ``bn2``)
     as a frozen prefix that outputs one pooled vector per image; the suffix is a linear projection to the
     text space (k = 0: only the projection trains).
@@ -147,26 +146,10 @@ class WholeImageCNN(SplitImageModel):
         per_tile = per_tile.view(len(self.boxes), b, -1).permute(1, 2, 0)                     # (B, C, T)
         return pool_positions(per_tile, self.pool)
 
-    def suffix(self, h: torch.Tensor) -> torch.Tensor:
-        return self.student(h)
-
     @torch.no_grad()
     def frozen_features(self, h: torch.Tensor) -> torch.Tensor:
         """The pooled pretrained features (the prefix output itself: nothing after it is pretrained)."""
         return h
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.student.state_dict().items()}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.student.load_state_dict(state, strict=True)
-
-    def frozen_suffix_copy(self) -> nn.Module:
-        teacher = copy.deepcopy(self.student)
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        return teacher
 
     def _set_prefix_eval(self) -> None:
         self.prefix_net.eval()
